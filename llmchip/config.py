@@ -1,0 +1,179 @@
+"""The one validated description of an accelerator, shared by hardware, testbenches and software.
+
+Every generator, testbench and driver reads its numbers from :class:`AcceleratorConfig`
+(or from the ``params.json`` sidecar it writes), so nothing guesses widths or sizes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["AcceleratorConfig", "DATAFLOWS", "PARAMS_SCHEMA_VERSION"]
+
+#: Supported dataflows: weight-stationary and output-stationary.
+DATAFLOWS = ("ws", "os")
+
+#: Bumped whenever the meaning of a field in ``params.json`` changes.
+PARAMS_SCHEMA_VERSION = 1
+
+# Bounds that keep generated designs meaningful; larger arrays elaborate but take hours
+# to simulate and do not fit any supported FPGA part.
+MAX_DIM = 256
+MIN_IN_WIDTH, MAX_IN_WIDTH = 2, 16
+MAX_ACC_WIDTH = 64
+
+
+def _check_int(name: str, value: Any, lo: int, hi: int) -> None:
+    # bool is an int subclass; True as "rows" is always a mistake.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__} {value!r}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} must be between {lo} and {hi}, not {value!r}")
+
+
+@dataclass(frozen=True)
+class AcceleratorConfig:
+    """Parameters of one generated accelerator.
+
+    The array computes ``Y = X @ W`` with ``X`` streamed in one row per cycle. In the
+    weight-stationary dataflow ``rows`` is the reduction (K) dimension of one tile and
+    ``cols`` the output (N) dimension; in the output-stationary dataflow the array holds
+    a ``rows x cols`` tile of ``Y``.
+
+    Parameters
+    ----------
+    rows, cols : int
+        Systolic array size, 1 to 256 each; non-square arrays are allowed.
+    dataflow : {"ws", "os"}
+        ``"ws"`` (weight-stationary, default) or ``"os"`` (output-stationary).
+    in_width : int
+        Operand width in bits (signed), 2 to 16; 8 for int8.
+    acc_width : int
+        Accumulator width in bits (signed, two's-complement wraparound), at least
+        ``2 * in_width`` and at most 64; 32 for int32.
+
+    Raises
+    ------
+    TypeError
+        If a field has the wrong type.
+    ValueError
+        If a field is out of range; the message names the field and the value.
+    """
+
+    rows: int = 8
+    cols: int = 8
+    dataflow: str = "ws"
+    in_width: int = 8
+    acc_width: int = 32
+
+    def __post_init__(self) -> None:
+        _check_int("rows", self.rows, 1, MAX_DIM)
+        _check_int("cols", self.cols, 1, MAX_DIM)
+        if not isinstance(self.dataflow, str):
+            raise TypeError(f"dataflow must be a str, not {type(self.dataflow).__name__} "
+                            f"{self.dataflow!r}")
+        if self.dataflow not in DATAFLOWS:
+            raise ValueError(f"dataflow must be one of {', '.join(DATAFLOWS)}, "
+                             f"not {self.dataflow!r}")
+        _check_int("in_width", self.in_width, MIN_IN_WIDTH, MAX_IN_WIDTH)
+        _check_int("acc_width", self.acc_width, 2 * self.in_width, MAX_ACC_WIDTH)
+
+    # -- derived values -------------------------------------------------------------
+
+    @property
+    def product_width(self) -> int:
+        """Width of one signed ``in_width x in_width`` product (never overflows)."""
+        return 2 * self.in_width
+
+    @property
+    def pes(self) -> int:
+        """Number of processing elements (MACs per cycle at full utilization)."""
+        return self.rows * self.cols
+
+    @property
+    def latency(self) -> int:
+        """Cycles from accepting an input beat to its result on the output port.
+
+        Weight-stationary: an activation row accepted in cycle ``t`` gives its output
+        row in cycle ``t + rows + cols``. Output-stationary: the last ``k`` beat of a tile
+        accepted in cycle ``t`` gives output row 0 of that tile in cycle
+        ``t + rows + cols`` (row ``i`` in cycle ``t + rows + cols + i``).
+        """
+        return self.rows + self.cols
+
+    @property
+    def tile_interval(self) -> int:
+        """Minimum cycles between the starts of two tiles (rows per weight load in WS,
+        drain length in OS): a tile of ``T`` beats occupies ``max(T, tile_interval)``
+        cycles of the input port."""
+        return self.rows
+
+    # -- serialisation --------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the fields and derived values as the ``params.json`` dictionary."""
+        return {
+            "schema": PARAMS_SCHEMA_VERSION,
+            "config": dataclasses.asdict(self),
+            "derived": {
+                "product_width": self.product_width,
+                "pes": self.pes,
+                "latency": self.latency,
+                "tile_interval": self.tile_interval,
+            },
+        }
+
+    def write_params(self, path: str | Path, **extra: Any) -> Path:
+        """Write the ``params.json`` sidecar and return its path.
+
+        Parameters
+        ----------
+        path : str or Path
+            File to write, or a directory (``params.json`` is created in it).
+        **extra
+            Additional top-level entries (for example the top module's name).
+        """
+        path = Path(path)
+        if path.is_dir():
+            path = path / "params.json"
+        data = self.to_dict()
+        data.update(extra)
+        path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        return path
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AcceleratorConfig:
+        """Build a config from :meth:`to_dict` output (or a plain field dictionary).
+
+        Raises
+        ------
+        ValueError
+            If the schema version is unknown or a field is not a config field.
+        """
+        if "config" in data:
+            schema = data.get("schema")
+            if schema != PARAMS_SCHEMA_VERSION:
+                raise ValueError(f"params schema must be {PARAMS_SCHEMA_VERSION}, "
+                                 f"not {schema!r}")
+            data = data["config"]
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown config field(s): {', '.join(unknown)}")
+        return cls(**data)
+
+    @classmethod
+    def read_params(cls, path: str | Path) -> AcceleratorConfig:
+        """Read a config back from a ``params.json`` file or the directory holding it."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "params.json"
+        return cls.from_dict(json.loads(path.read_text()))
+
+    def replace(self, **changes: Any) -> AcceleratorConfig:
+        """Return a copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
