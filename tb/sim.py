@@ -1,0 +1,206 @@
+"""Build generated Verilog for a simulator once, and run cocotb testbenches on it.
+
+Builds are cached on disk, keyed by the SHA-256 of the Verilog, the simulator and its
+version, and the build options, so a configuration compiles once and later runs (in the
+same test session or in later ones) reuse it. A file lock makes concurrent builders (for
+example pytest-xdist workers) wait for each other instead of compiling twice.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from llmchip.config import AcceleratorConfig
+from llmchip.rtl.generate import generate, verilog_text
+
+from . import toolchain
+
+__all__ = ["SimulationError", "Build", "cache_root", "build", "run_cocotb", "run_array"]
+
+# One cycle is 10 ns in every testbench; Icarus needs the timescale spelled out.
+TIMESCALE = ("1ns", "1ps")
+_WAIVERS = Path(__file__).resolve().parent.parent / "rtl" / "verilator.vlt"
+
+
+class SimulationError(RuntimeError):
+    """A build or a simulation failed; the message ends with the tail of its log."""
+
+
+def _waivers() -> Path:
+    from importlib import resources
+    path = Path(str(resources.files("llmchip.rtl") / "verilator.vlt"))
+    return path if path.exists() else _WAIVERS
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def cache_root() -> Path:
+    """Return the build cache folder: ``$LLMCHIP_CACHE`` or ``~/.cache/llmchip``."""
+    root = os.environ.get("LLMCHIP_CACHE")
+    return Path(root) if root else Path.home() / ".cache" / "llmchip"
+
+
+@dataclass(frozen=True)
+class Build:
+    """A compiled simulation model of one configuration."""
+
+    config: AcceleratorConfig
+    sim: str
+    top: str
+    module: str
+    directory: Path
+    key: str
+    seconds: float
+    cached: bool
+
+
+def _build_args(sim: str) -> list[str]:
+    if sim == "verilator":
+        # -O1 compiles several times faster than the default -Os/-O2 for these models
+        # while simulating nearly as fast for the short runs tests make.
+        return ["-Wno-fatal", "-CFLAGS", "-O1"]
+    return []
+
+
+def build(config: AcceleratorConfig, sim: str, *, top: str = "array",
+          root: Path | None = None) -> Build:
+    """Return a compiled model of ``config`` for ``sim``, compiling only when not cached.
+
+    Raises
+    ------
+    ValueError
+        If ``sim`` is unknown.
+    ToolchainError
+        If the simulator is not installed.
+    SimulationError
+        If compilation fails (the message holds the end of the build log).
+    """
+    from cocotb_tools.runner import get_runner
+
+    toolchain.require(sim)
+    text = verilog_text(config, top)
+    args = _build_args(sim)
+    tool = toolchain.versions()[sim]
+    key = hashlib.sha256("\0".join([text, sim, tool, *args, _waivers().read_text()])
+                         .encode()).hexdigest()[:20]
+    root = Path(root) if root else cache_root()
+    directory = root / f"{top}-{config.rows}x{config.cols}-{config.dataflow}-{sim}-{key}"
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    stamp = directory / "build.json"
+    lock_path = directory.parent / f".{directory.name}.lock"
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if stamp.exists():
+            info = json.loads(stamp.read_text())
+            return Build(config, sim, top, info["module"], directory, key,
+                         info["seconds"], cached=True)
+        if directory.exists():
+            shutil.rmtree(directory)
+        gen = generate(config, directory / "src", top=top)
+        t0 = time.perf_counter()
+        runner = get_runner(sim)
+        sources = [gen.verilog] + ([_waivers()] if sim == "verilator" else [])
+        log = directory / "build.log"
+        try:
+            runner.build(sources=sources, hdl_toplevel=gen.module, build_dir=directory / "obj",
+                         build_args=args, timescale=TIMESCALE, log_file=log, always=True)
+        except (RuntimeError, SystemExit) as exc:
+            raise SimulationError(f"{sim} build of {config} failed:\n{_tail(log)}") from exc
+        seconds = time.perf_counter() - t0
+        stamp.write_text(json.dumps({"module": gen.module, "seconds": seconds,
+                                     "sha256": gen.sha256, "tool": tool}))
+        return Build(config, sim, top, gen.module, directory, key, seconds, cached=False)
+
+
+def run_cocotb(b: Build, test_module: str, job: dict) -> dict:
+    """Run cocotb module ``test_module`` on build ``b`` with ``job`` and return its result.
+
+    The job is handed over as JSON in ``LLMCHIP_STIM``; the testbench writes its result
+    to ``LLMCHIP_RESULT``.
+
+    Raises
+    ------
+    SimulationError
+        If the simulator fails or a cocotb test fails (the message holds the log's end).
+    """
+    from cocotb_tools.runner import get_results, get_runner
+
+    toolchain.require(b.sim)
+    runs = b.directory / "runs"
+    runs.mkdir(exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="run-", dir=runs))
+    stim, result, log = work / "job.json", work / "result.json", work / "sim.log"
+    stim.write_text(json.dumps(job))
+    runner = get_runner(b.sim)
+    env = {"LLMCHIP_STIM": str(stim), "LLMCHIP_RESULT": str(result)}
+    xml = work / "results.xml"
+    try:
+        runner.test(test_module=test_module, hdl_toplevel=b.module, hdl_toplevel_lang="verilog",
+                    build_dir=b.directory / "obj", test_dir=work, extra_env=env,
+                    timescale=TIMESCALE, results_xml=str(xml), log_file=log)
+        tests, failed = get_results(xml)
+    except (RuntimeError, SystemExit) as exc:
+        raise SimulationError(f"{b.sim} simulation failed:\n{_tail(log)}") from exc
+    if failed or not tests:
+        raise SimulationError(f"{b.sim}: {failed} of {tests} cocotb tests failed:\n"
+                              f"{_tail(log)}")
+    data = json.loads(result.read_text())
+    shutil.rmtree(work, ignore_errors=True)
+    return data
+
+
+def run_array(config: AcceleratorConfig, tiles, sim: str, *, seed: int = 0,
+              valid_prob: float = 1.0, b: Build | None = None) -> dict:
+    """Stream ``tiles`` through the generated array on ``sim`` and check it bit for bit.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+    tiles : list of (ndarray, ndarray)
+        As for :func:`llmchip.tb.streams.make_stimulus`.
+    sim : {"icarus", "verilator"}
+    seed : int
+        Seed of the idle-cycle pattern (printed by the testbench for replay).
+    valid_prob : float
+        Probability that each input stream offers a beat in a cycle (1.0: every cycle).
+    b : Build, optional
+        A build from :func:`build` (made if not given).
+
+    Returns
+    -------
+    dict with ``a_cycles``, ``w_cycles``, ``outputs`` ([cycle, lanes, last] per row),
+    ``cycles``, ``wall_s``.
+
+    Raises
+    ------
+    SimulationError
+        If any row differs from the golden model or a latency formula does not hold.
+    """
+    b = b or build(config, sim)
+    if b.config != config or b.sim != sim:
+        raise ValueError(f"build is for {b.config}/{b.sim}, not {config}/{sim}")
+    if not 0 < valid_prob <= 1:
+        raise ValueError(f"valid_prob must be in (0, 1], not {valid_prob!r}")
+    tiles = [(np.asarray(a, dtype=np.int64), np.asarray(w, dtype=np.int64)) for a, w in tiles]
+    beats = sum(a.shape[0] + w.shape[0] if config.dataflow == "ws" else 2 * a.shape[1]
+                for a, w in tiles)
+    max_cycles = int((beats + 2 * len(tiles) * config.rows + config.latency + 64)
+                     / valid_prob) + 100
+    job = {"config": config.to_dict(), "tiles": [[a.tolist(), w.tolist()] for a, w in tiles],
+           "seed": int(seed), "valid_prob": float(valid_prob), "max_cycles": max_cycles}
+    return run_cocotb(b, "llmchip.tb.cocotb_array", job)
