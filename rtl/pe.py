@@ -24,6 +24,16 @@ from llmchip.config import DATAFLOWS
 __all__ = ["PE"]
 
 
+def _rejected(component, exc: Exception) -> Exception:
+    """Mark a component whose constructor failed as deliberately unused, return ``exc``.
+
+    Amaranth warns about every elaboratable that is never elaborated, including one whose
+    ``__init__`` raised; that warning would only repeat the error being raised.
+    """
+    component._MustUse__silence = True
+    return exc
+
+
 class PE(wiring.Component):
     """One processing element.
 
@@ -52,10 +62,11 @@ class PE(wiring.Component):
 
     def __init__(self, dataflow: str = "ws", in_width: int = 8, acc_width: int = 32):
         if dataflow not in DATAFLOWS:
-            raise ValueError(f"dataflow must be one of {', '.join(DATAFLOWS)}, not {dataflow!r}")
+            raise _rejected(self, ValueError(
+                f"dataflow must be one of {', '.join(DATAFLOWS)}, not {dataflow!r}"))
         for name, value in (("in_width", in_width), ("acc_width", acc_width)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, not {value!r}")
+                raise _rejected(self, ValueError(f"{name} must be a positive int, not {value!r}"))
         self.dataflow = dataflow
         self.in_width = in_width
         self.acc_width = acc_width

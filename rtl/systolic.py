@@ -38,7 +38,7 @@ from amaranth.lib.wiring import In, Out
 
 from llmchip.config import AcceleratorConfig
 
-from .pe import PE
+from .pe import PE, _rejected
 
 __all__ = ["SystolicArray", "array_signature"]
 
@@ -80,7 +80,8 @@ class SystolicArray(wiring.Component):
 
     def __init__(self, config: AcceleratorConfig):
         if not isinstance(config, AcceleratorConfig):
-            raise TypeError(f"config must be an AcceleratorConfig, not {type(config).__name__}")
+            raise _rejected(self, TypeError(
+                f"config must be an AcceleratorConfig, not {type(config).__name__}"))
         self.config = config
         super().__init__(array_signature(config))
 

@@ -119,7 +119,7 @@ def check_run(st: Stimulus, a_cycles: list[int], w_cycles: list[int],
         Naming the first mismatching row or cycle.
     """
     cfg = st.config
-    R, C = cfg.rows, cfg.cols
+    R = cfg.rows
     got = [b for _, b in outputs]
     assert len(got) == len(st.expected), (
         f"expected {len(st.expected)} output rows, got {len(got)}")
@@ -132,8 +132,8 @@ def check_run(st: Stimulus, a_cycles: list[int], w_cycles: list[int],
             assert cyc == t + cfg.latency, (
                 f"row {i}: accepted in cycle {t}, out in {cyc}, formula says {t + cfg.latency}")
         # A tile starts only after its last weight row was accepted.
-        starts = [t for t, b, prev in zip(a_cycles, st.a_beats, [Beat((), True)] + st.a_beats)
-                  if prev.last]
+        starts = [t for t, prev in zip(a_cycles, [Beat((), True)] + st.a_beats[:-1],
+                                       strict=True) if prev.last]
         for n, t in enumerate(starts):
             assert t > w_cycles[n * R + R - 1], f"tile {n} started before its weights loaded"
     else:
@@ -145,3 +145,45 @@ def check_run(st: Stimulus, a_cycles: list[int], w_cycles: list[int],
                 assert cyc == t + cfg.latency + i, (
                     f"tile output row {i}: out in {cyc}, formula says {t + cfg.latency + i}")
                 n += 1
+
+
+def expected_last_output_cycle(config: AcceleratorConfig, lengths: list[int]) -> int:
+    """Cycle of the final output row when tiles stream at full rate from cycle 0.
+
+    ``lengths`` are the tiles' ``T`` (weight-stationary: activation rows) or ``K``
+    (output-stationary: beats); ``R``, ``C`` are the array's rows and columns.
+
+    * WS: tile ``n`` starts in cycle ``s_n`` with ``s_0 = R`` (the first weight tile loads
+      in cycles ``0..R-1``) and ``s_n = s_{n-1} + max(T_{n-1}, R)`` (the next weights load
+      while a tile streams, ``R`` cycles per load). Each result row leaves ``R + C``
+      cycles after its activation row, so the final row is out in
+      ``s_last + T_last - 1 + R + C``.
+    * OS: tile ``n``'s ``last`` beat is accepted in ``e_0 = K_0 - 1`` and
+      ``e_n = e_{n-1} + max(K_n, R)`` (a tile drains for ``R`` cycles); its row ``i`` is out
+      in ``e_n + R + C + i``, so the final row is out in ``e_last + 2R + C - 1``.
+    """
+    R = config.rows
+    if not lengths or min(lengths) < 1:
+        raise ValueError(f"tile lengths must be >= 1, not {lengths!r}")
+    if config.dataflow == "ws":
+        start = R
+        for n in lengths[:-1]:
+            start += max(n, R)
+        return start + lengths[-1] - 1 + config.latency
+    end = lengths[0] - 1
+    for n in lengths[1:]:
+        end += max(n, R)
+    return end + config.latency + R - 1
+
+
+def random_tiles(config: AcceleratorConfig, rng: np.random.Generator, lengths: list[int]):
+    """Return random tiles (extremes included) for :func:`make_stimulus`.
+
+    ``lengths`` gives each tile's ``T`` (WS: activation rows) or ``K`` (OS: beats).
+    """
+    R, C, iw = config.rows, config.cols, config.in_width
+    if config.dataflow == "ws":
+        return [(golden.random_operands(rng, (R, C), iw),
+                 golden.random_operands(rng, (int(n), R), iw)) for n in lengths]
+    return [(golden.random_operands(rng, (R, int(n)), iw),
+             golden.random_operands(rng, (int(n), C), iw)) for n in lengths]

@@ -1,0 +1,72 @@
+"""AcceleratorConfig: validation before elaboration, derived values, params.json."""
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from llmchip.config import AcceleratorConfig
+
+
+def test_defaults():
+    cfg = AcceleratorConfig()
+    assert (cfg.rows, cfg.cols, cfg.dataflow, cfg.in_width, cfg.acc_width) == (8, 8, "ws", 8, 32)
+    assert cfg.product_width == 16
+    assert cfg.pes == 64
+    assert cfg.latency == 16
+
+
+@pytest.mark.parametrize("field, value, exc, text", [
+    ("rows", 0, ValueError, "rows must be between 1 and 256, not 0"),
+    ("rows", -3, ValueError, "rows must be between 1 and 256, not -3"),
+    ("cols", 257, ValueError, "cols must be between 1 and 256, not 257"),
+    ("rows", 2.0, TypeError, "rows must be an int, not float 2.0"),
+    ("cols", "4", TypeError, "cols must be an int, not str '4'"),
+    ("rows", True, TypeError, "rows must be an int, not bool True"),
+    ("dataflow", "is", ValueError, "dataflow must be one of ws, os, not 'is'"),
+    ("dataflow", 1, TypeError, "dataflow must be a str, not int 1"),
+    ("in_width", 1, ValueError, "in_width must be between 2 and 16, not 1"),
+    ("acc_width", 15, ValueError, "acc_width must be between 16 and 64, not 15"),
+    ("acc_width", 65, ValueError, "acc_width must be between 16 and 64, not 65"),
+])
+def test_bad_values_name_field_and_value(field, value, exc, text):
+    with pytest.raises(exc) as info:
+        AcceleratorConfig(**{field: value})
+    assert str(info.value) == text
+
+
+def test_frozen_and_replace_revalidates():
+    cfg = AcceleratorConfig(rows=4, cols=2)
+    with pytest.raises(AttributeError):
+        cfg.rows = 3
+    assert cfg.replace(cols=5).cols == 5
+    with pytest.raises(ValueError, match="cols"):
+        cfg.replace(cols=0)
+
+
+def test_params_json_round_trip(tmp_path):
+    cfg = AcceleratorConfig(rows=3, cols=5, dataflow="os", acc_width=24)
+    path = cfg.write_params(tmp_path, module="m")
+    assert path == tmp_path / "params.json"
+    data = json.loads(path.read_text())
+    assert data["config"]["rows"] == 3 and data["derived"]["latency"] == 8
+    assert data["module"] == "m"
+    assert AcceleratorConfig.read_params(tmp_path) == cfg
+
+
+def test_params_reject_unknown_schema_and_fields():
+    data = AcceleratorConfig().to_dict()
+    with pytest.raises(ValueError, match="schema"):
+        AcceleratorConfig.from_dict({**data, "schema": 99})
+    with pytest.raises(ValueError, match="unknown config field.*banks"):
+        AcceleratorConfig.from_dict({"rows": 2, "banks": 4})
+
+
+@given(rows=st.integers(1, 256), cols=st.integers(1, 256), df=st.sampled_from(["ws", "os"]),
+       iw=st.integers(2, 16), extra=st.integers(0, 32))
+def test_valid_configs_round_trip(rows, cols, df, iw, extra):
+    aw = min(64, 2 * iw + extra)
+    cfg = AcceleratorConfig(rows=rows, cols=cols, dataflow=df, in_width=iw, acc_width=aw)
+    assert AcceleratorConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert cfg.latency == rows + cols
