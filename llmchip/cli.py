@@ -1,0 +1,212 @@
+"""The ``llmchip`` command line: generate hardware and run it in simulation.
+
+Every subcommand prints a short human summary, or one JSON document with ``--json``.
+Bad input exits with status 2 and a message naming the bad value; a failed result check
+exits with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .config import DATAFLOWS, AcceleratorConfig
+
+__all__ = ["main"]
+
+_DATAFLOW_NAMES = {"ws": "weight-stationary", "os": "output-stationary"}
+
+
+class _UsageError(Exception):
+    """Bad input from the command line (exit status 2)."""
+
+
+def _add_config_args(p: argparse.ArgumentParser, rows: int = 8, cols: int = 8) -> None:
+    g = p.add_argument_group("array configuration")
+    g.add_argument("--rows", type=int, default=rows, metavar="R",
+                   help=f"PE rows: the reduction (K) size of one weight tile in WS, the "
+                        f"output rows of one tile in OS; 1-256 (default {rows})")
+    g.add_argument("--cols", type=int, default=cols, metavar="C",
+                   help=f"PE columns: output columns (N) per tile; 1-256 (default {cols})")
+    g.add_argument("--dataflow", choices=DATAFLOWS, default="ws",
+                   help="ws: weight-stationary with double-buffered weights (default); "
+                        "os: output-stationary")
+    g.add_argument("--in-width", type=int, default=8, metavar="BITS",
+                   help="signed operand width in bits, 2-16 (default 8: int8)")
+    g.add_argument("--acc-width", type=int, default=32, metavar="BITS",
+                   help="signed accumulator width in bits, 2*in-width to 64; sums wrap "
+                        "around (default 32: int32)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON document instead of the human summary")
+
+
+def _config(args: argparse.Namespace) -> AcceleratorConfig:
+    try:
+        return AcceleratorConfig(rows=args.rows, cols=args.cols, dataflow=args.dataflow,
+                                 in_width=args.in_width, acc_width=args.acc_width)
+    except (TypeError, ValueError) as exc:
+        raise _UsageError(str(exc)) from None
+
+
+def _describe(cfg: AcceleratorConfig) -> list[tuple[str, str]]:
+    iw, aw = cfg.in_width, cfg.acc_width
+    interval = "weight load" if cfg.dataflow == "ws" else "result drain"
+    return [
+        ("array", f"{cfg.rows}x{cfg.cols} {_DATAFLOW_NAMES[cfg.dataflow]}"),
+        ("PEs", f"{cfg.pes} (int{iw} x int{iw} -> int{aw}, wraparound)"),
+        ("latency", f"{cfg.latency} cycles (rows + cols) from input beat to output row"),
+        ("tile interval", f"{cfg.tile_interval} cycles per tile at least ({interval})"),
+        ("ports", f"a_in {cfg.rows} x int{iw} + last, w_in {cfg.cols} x int{iw}, "
+                  f"y_out {cfg.cols} x int{aw} + last"),
+    ]
+
+
+def _print_table(title: str, rows: list[tuple[str, str]]) -> None:
+    print(title)
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"  {k:<{width}}  {v}")
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Write the Verilog and params.json of one configuration."""
+    from .rtl.generate import generate
+
+    cfg = _config(args)
+    gen = generate(cfg, args.out)
+    if args.json:
+        print(json.dumps(gen.summary(), indent=2))
+        return 0
+    _print_table("llmchip generate", _describe(cfg) + [
+        ("verilog", f"{gen.verilog} ({gen.lines} lines, {gen.seconds:.2f} s, "
+                    f"sha256 {gen.sha256[:12]})"),
+        ("params", str(gen.params)),
+        ("top module", gen.module),
+    ])
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Generate an array, run a random int8 matmul on it in simulation, check it."""
+    from .rtl.generate import generate
+    from .sw import golden
+    from .sw.tiling import tile_matmul
+    from .tb.sim import build, run_array
+    from .tb.streams import expected_last_output_cycle
+
+    cfg = _config(args)
+    for name in ("m", "k", "n"):
+        if getattr(args, name) < 1:
+            raise _UsageError(f"--{name} must be >= 1, not {getattr(args, name)}")
+    seed = args.seed if args.seed is not None else int(time.time()) % 100000
+    rng = np.random.default_rng(seed)
+    x = golden.random_operands(rng, (args.m, args.k), cfg.in_width)
+    w = golden.random_operands(rng, (args.k, args.n), cfg.in_width)
+    plan = tile_matmul(cfg, x, w)
+
+    gen = generate(cfg, args.out)
+    log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr))
+    log(f"building the {cfg.rows}x{cfg.cols} array for {args.sim} (cached after the first "
+        f"time)...")
+    b = build(cfg, args.sim)
+    t0 = time.perf_counter()
+    res = run_array(cfg, plan.tiles, args.sim, seed=seed, b=b)
+    wall = time.perf_counter() - t0
+    y = plan.assemble([lanes for _, lanes, _ in res["outputs"]])
+    ref = golden.matmul(x, w, in_width=cfg.in_width, acc_width=cfg.acc_width)
+    exact = bool(np.array_equal(y, ref))
+    cycles = res["outputs"][-1][0] + 1
+    ideal = -(-plan.macs // cfg.pes)
+    report = {
+        "config": cfg.to_dict()["config"], "sim": args.sim, "seed": seed,
+        "shape": {"m": args.m, "k": args.k, "n": args.n}, "tiles": len(plan.tiles),
+        "bit_exact": exact, "results": int(y.size),
+        "mismatches": int(np.count_nonzero(y != ref)),
+        "cycles": cycles, "formula_cycles": expected_last_output_cycle(cfg, plan.tile_lengths)
+        + 1, "first_result_cycle": res["outputs"][0][0], "ideal_cycles": ideal,
+        "utilization": plan.macs / (cycles * cfg.pes), "macs": plan.macs,
+        "build_s": b.seconds, "build_cached": b.cached, "sim_wall_s": wall,
+        "verilog": str(gen.verilog),
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_table(f"llmchip demo (seed {seed}; replay with --seed {seed})", [
+            ("array", _describe(cfg)[0][1] + f" on {args.sim}"),
+            ("verilog", f"{gen.verilog} ({gen.lines} lines)"),
+            ("build", f"{b.seconds:.1f} s" + (" (cached)" if b.cached else "")),
+            ("matmul", f"X {args.m}x{args.k} @ W {args.k}x{args.n} int{cfg.in_width} -> "
+                       f"{len(plan.tiles)} tiles"),
+            ("cycles", f"{cycles} simulated, {report['formula_cycles']} by the latency "
+                       f"formulas; first result row in cycle {report['first_result_cycle']}"),
+            ("utilization", f"{report['utilization']:.1%} of {cfg.pes} PEs "
+                            f"({plan.macs} MACs, ideal {ideal} cycles)"),
+            ("simulation", f"{wall:.2f} s wall"),
+            ("check", ("bit-exact: " if exact else "MISMATCH: ")
+             + f"{y.size - report['mismatches']}/{y.size} results equal the NumPy golden "
+               f"model"),
+        ])
+    return 0 if exact and cycles == report["formula_cycles"] else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of the ``llmchip`` command."""
+    parser = argparse.ArgumentParser(
+        prog="llmchip",
+        description="Generate int8 systolic-array accelerators as Verilog and run them in "
+                    "simulation (Icarus, Verilator).")
+    parser.add_argument("--version", action="version", version=f"llmchip {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("generate", help="write the Verilog and params.json of an array",
+                       description="Elaborate a systolic array from the configuration below "
+                                   "and write <out>/llmchip_array.v plus <out>/params.json, "
+                                   "the sidecar that testbenches and software read.")
+    _add_config_args(p)
+    p.add_argument("--out", type=Path, required=True, metavar="DIR",
+                   help="output folder (created if missing)")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("demo", help="generate an array and run a matmul on it in simulation",
+                       description="Generate an array, compile it for a simulator (cached), "
+                                   "stream a random int8 matmul through it tile by tile, and "
+                                   "check every result against the NumPy golden model.")
+    _add_config_args(p)
+    p.add_argument("--sim", choices=("verilator", "icarus"), default="verilator",
+                   help="simulator (default verilator)")
+    p.add_argument("--m", type=int, default=32, help="rows of X (default 32)")
+    p.add_argument("--k", type=int, default=24, help="columns of X = rows of W (default 24)")
+    p.add_argument("--n", type=int, default=20, help="columns of W (default 20)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="random seed for the operands (printed; default: from the clock)")
+    p.add_argument("--out", type=Path, default=Path("build/demo"), metavar="DIR",
+                   help="where the Verilog is written (default build/demo)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except _UsageError as exc:
+        parser.exit(2, f"llmchip {args.command}: error: {exc}\n")
+    except Exception as exc:  # tool failures: a clear message, not a traceback
+        from .tb.sim import SimulationError
+        from .tb.toolchain import ToolchainError
+        if isinstance(exc, SimulationError | ToolchainError | OSError):
+            print(f"llmchip {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

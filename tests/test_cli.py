@@ -1,0 +1,66 @@
+"""The llmchip command line."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from llmchip.cli import main
+
+
+def test_help_explains_options(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["generate", "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for option in ("--rows", "--cols", "--dataflow", "--in-width", "--acc-width", "--out",
+                   "--json"):
+        assert option in out
+
+
+@pytest.mark.parametrize("argv, text", [
+    (["generate", "--rows", "0", "--out", "x"], "rows must be between 1 and 256, not 0"),
+    (["generate", "--cols", "300", "--out", "x"], "cols must be between 1 and 256, not 300"),
+    (["generate", "--acc-width", "8", "--out", "x"], "acc_width must be between 16 and 64"),
+    (["demo", "--m", "0"], "--m must be >= 1, not 0"),
+])
+def test_bad_input_exits_2_with_message(argv, text, capsys, tmp_path):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert text in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_argparse_rejects_non_numbers(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["generate", "--rows", "four", "--out", "x"])
+    assert info.value.code == 2
+    assert "invalid int value: 'four'" in capsys.readouterr().err
+
+
+def test_generate_summary_and_json(tmp_path, capsys):
+    assert main(["generate", "--rows", "4", "--cols", "2", "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert "4x2 weight-stationary" in out and "latency        6 cycles" in out
+    assert (tmp_path / "a" / "llmchip_array.v").exists()
+    assert main(["generate", "--rows", "3", "--cols", "3", "--dataflow", "os", "--json",
+                 "--out", str(tmp_path / "b")]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["config"]["dataflow"] == "os" and data["derived"]["latency"] == 6
+    assert (tmp_path / "b" / "params.json").exists()
+
+
+@pytest.mark.parametrize("sim", ["icarus", "verilator"])
+def test_demo_runs_a_checked_matmul(tmp_path, sim):
+    """The installed entry point runs end to end and reports a bit-exact result."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "llmchip", "demo", "--rows", "4", "--cols", "4", "--m", "6",
+         "--k", "9", "--n", "5", "--seed", "7", "--sim", sim, "--json",
+         "--out", str(tmp_path)], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(proc.stdout)
+    assert data["bit_exact"] and data["mismatches"] == 0 and data["results"] == 30
+    assert data["cycles"] == data["formula_cycles"]
+    assert data["seed"] == 7 and data["tiles"] == 6
