@@ -72,8 +72,13 @@ def _sizes(text: str) -> list[int]:
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"sizes must be comma-separated integers, not {text!r}") from None
-    if not sizes or min(sizes) < 1:
-        raise argparse.ArgumentTypeError(f"sizes must be integers >= 1, not {text!r}")
+    if not sizes:
+        raise argparse.ArgumentTypeError("no sizes given")
+    for n in sizes:
+        try:
+            AcceleratorConfig(rows=n, cols=n)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"size {n}: {exc}") from None
     return sizes
 
 
