@@ -112,6 +112,16 @@ class AcceleratorConfig:
         cycles of the input port."""
         return self.rows
 
+    @property
+    def port_widths(self) -> dict[str, int]:
+        """Bit widths of the array's flat Verilog stream payloads (lane 0 in the low bits,
+        ``last`` in the top bit where present)."""
+        return {
+            "a_in__payload": self.rows * self.in_width + 1,
+            "w_in__payload": self.cols * self.in_width,
+            "y_out__payload": self.cols * self.acc_width + 1,
+        }
+
     # -- serialisation --------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
@@ -124,6 +134,7 @@ class AcceleratorConfig:
                 "pes": self.pes,
                 "latency": self.latency,
                 "tile_interval": self.tile_interval,
+                "port_widths": self.port_widths,
             },
         }
 

@@ -1,9 +1,11 @@
 """cocotb testbench for the generated systolic array (Icarus and Verilator).
 
-Reads its job from the JSON file named by ``LLMCHIP_STIM`` (config, tiles, seed, idle
-probability), drives the stream ports cycle by cycle, checks every output row against the
-NumPy golden model and the latency formulas, and writes the accept/output cycles to the
-JSON file named by ``LLMCHIP_RESULT``. Launched by :mod:`llmchip.tb.sim`.
+Reads the configuration from the ``params.json`` sidecar generated with the Verilog (named
+by ``LLMCHIP_PARAMS``) and checks the DUT's port widths against it, reads its job from the
+JSON file named by ``LLMCHIP_STIM`` (tiles, seed, idle probability), drives the stream
+ports cycle by cycle, checks every output row against the NumPy golden model and the
+latency formulas, and writes the accept/output cycles to the JSON file named by
+``LLMCHIP_RESULT``. Launched by :mod:`llmchip.tb.sim`.
 """
 
 from __future__ import annotations
@@ -26,7 +28,11 @@ from llmchip.tb.streams import check_run, make_stimulus, pack_lanes, unpack_lane
 async def stream_tiles(dut):
     """Stream all tiles through the array and check every output row bit for bit."""
     job = json.loads(open(os.environ["LLMCHIP_STIM"]).read())
-    cfg = AcceleratorConfig.from_dict(job["config"])
+    params = json.loads(open(os.environ["LLMCHIP_PARAMS"]).read())
+    cfg = AcceleratorConfig.from_dict(params)
+    for port, bits in params["derived"]["port_widths"].items():
+        got = len(getattr(dut, port).value)
+        assert got == bits, f"{port} is {got} bits wide, params.json says {bits}"
     tiles = [(np.array(a, dtype=np.int64), np.array(b, dtype=np.int64))
              for a, b in job["tiles"]]
     st = make_stimulus(cfg, tiles)

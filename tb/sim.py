@@ -1,8 +1,8 @@
 """Build generated Verilog for a simulator once, and run cocotb testbenches on it.
 
-Builds are cached on disk, keyed by the SHA-256 of the Verilog, the simulator and its
-version, and the build options, so a configuration compiles once and later runs (in the
-same test session or in later ones) reuse it. A file lock makes concurrent builders (for
+Builds are cached on disk, keyed by the SHA-256 of the Verilog and its params.json, the
+simulator and its version, and the build options, so a configuration compiles once and
+later runs (in the same test session or in later ones) reuse it. A file lock makes concurrent builders (for
 example pytest-xdist workers) wait for each other instead of compiling twice.
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from llmchip.config import AcceleratorConfig
-from llmchip.rtl.generate import generate, verilog_text
+from llmchip.rtl.generate import LINT_WAIVERS, generate, verilog_text
 
 from . import toolchain
 
@@ -29,17 +29,10 @@ __all__ = ["SimulationError", "Build", "cache_root", "build", "run_cocotb", "run
 
 # One cycle is 10 ns in every testbench; Icarus needs the timescale spelled out.
 TIMESCALE = ("1ns", "1ps")
-_WAIVERS = Path(__file__).resolve().parent.parent / "rtl" / "verilator.vlt"
 
 
 class SimulationError(RuntimeError):
     """A build or a simulation failed; the message ends with the tail of its log."""
-
-
-def _waivers() -> Path:
-    from importlib import resources
-    path = Path(str(resources.files("llmchip.rtl") / "verilator.vlt"))
-    return path if path.exists() else _WAIVERS
 
 
 def _tail(path: Path, lines: int = 40) -> str:
@@ -96,8 +89,9 @@ def build(config: AcceleratorConfig, sim: str, *, top: str = "array",
     text = verilog_text(config, top)
     args = _build_args(sim)
     tool = toolchain.versions()[sim]
-    key = hashlib.sha256("\0".join([text, sim, tool, *args, _waivers().read_text()])
-                         .encode()).hexdigest()[:20]
+    sidecar = json.dumps(config.to_dict(), sort_keys=True)
+    key = hashlib.sha256("\0".join([text, sidecar, sim, tool, *args,
+                                    LINT_WAIVERS.read_text()]).encode()).hexdigest()[:20]
     root = Path(root) if root else cache_root()
     directory = root / f"{top}-{config.rows}x{config.cols}-{config.dataflow}-{sim}-{key}"
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -114,7 +108,7 @@ def build(config: AcceleratorConfig, sim: str, *, top: str = "array",
         gen = generate(config, directory / "src", top=top)
         t0 = time.perf_counter()
         runner = get_runner(sim)
-        sources = [gen.verilog] + ([_waivers()] if sim == "verilator" else [])
+        sources = [gen.verilog] + ([LINT_WAIVERS] if sim == "verilator" else [])
         log = directory / "build.log"
         try:
             runner.build(sources=sources, hdl_toplevel=gen.module, build_dir=directory / "obj",
@@ -130,8 +124,9 @@ def build(config: AcceleratorConfig, sim: str, *, top: str = "array",
 def run_cocotb(b: Build, test_module: str, job: dict) -> dict:
     """Run cocotb module ``test_module`` on build ``b`` with ``job`` and return its result.
 
-    The job is handed over as JSON in ``LLMCHIP_STIM``; the testbench writes its result
-    to ``LLMCHIP_RESULT``.
+    The job is handed over as JSON in ``LLMCHIP_STIM`` and the build's ``params.json`` in
+    ``LLMCHIP_PARAMS``; the testbench writes its result to ``LLMCHIP_RESULT``. On failure
+    the run folder (job, log, results) is kept and named in the message.
 
     Raises
     ------
@@ -147,7 +142,8 @@ def run_cocotb(b: Build, test_module: str, job: dict) -> dict:
     stim, result, log = work / "job.json", work / "result.json", work / "sim.log"
     stim.write_text(json.dumps(job))
     runner = get_runner(b.sim)
-    env = {"LLMCHIP_STIM": str(stim), "LLMCHIP_RESULT": str(result)}
+    env = {"LLMCHIP_STIM": str(stim), "LLMCHIP_RESULT": str(result),
+           "LLMCHIP_PARAMS": str(b.directory / "src" / "params.json")}
     xml = work / "results.xml"
     try:
         runner.test(test_module=test_module, hdl_toplevel=b.module, hdl_toplevel_lang="verilog",
@@ -155,10 +151,11 @@ def run_cocotb(b: Build, test_module: str, job: dict) -> dict:
                     timescale=TIMESCALE, results_xml=str(xml), log_file=log)
         tests, failed = get_results(xml)
     except (RuntimeError, SystemExit) as exc:
-        raise SimulationError(f"{b.sim} simulation failed:\n{_tail(log)}") from exc
+        raise SimulationError(f"{b.sim} simulation failed (run kept in {work}):\n"
+                              f"{_tail(log)}") from exc
     if failed or not tests:
-        raise SimulationError(f"{b.sim}: {failed} of {tests} cocotb tests failed:\n"
-                              f"{_tail(log)}")
+        raise SimulationError(f"{b.sim}: {failed} of {tests} cocotb tests failed (run kept "
+                              f"in {work}):\n{_tail(log)}")
     data = json.loads(result.read_text())
     shutil.rmtree(work, ignore_errors=True)
     return data
@@ -201,6 +198,6 @@ def run_array(config: AcceleratorConfig, tiles, sim: str, *, seed: int = 0,
                 for a, w in tiles)
     max_cycles = int((beats + 2 * len(tiles) * config.rows + config.latency + 64)
                      / valid_prob) + 100
-    job = {"config": config.to_dict(), "tiles": [[a.tolist(), w.tolist()] for a, w in tiles],
+    job = {"tiles": [[a.tolist(), w.tolist()] for a, w in tiles],
            "seed": int(seed), "valid_prob": float(valid_prob), "max_cycles": max_cycles}
     return run_cocotb(b, "llmchip.tb.cocotb_array", job)

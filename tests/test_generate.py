@@ -7,9 +7,8 @@ import subprocess
 import pytest
 
 from llmchip.config import AcceleratorConfig
-from llmchip.rtl.generate import generate, verilog_text
+from llmchip.rtl.generate import LINT_WAIVERS, generate, verilog_text
 from llmchip.tb import toolchain
-from llmchip.tb.sim import _waivers
 
 
 def test_generate_writes_verilog_and_params(tmp_path):
@@ -42,7 +41,7 @@ def test_unknown_top_rejected():
 
 
 def test_waivers_each_have_a_reason():
-    lines = _waivers().read_text().splitlines()
+    lines = LINT_WAIVERS.read_text().splitlines()
     for i, line in enumerate(lines):
         if line.startswith("lint_off"):
             assert lines[i - 1].startswith("//"), f"waiver without a reason: {line}"
@@ -54,7 +53,7 @@ def test_verilator_lint_wall_is_clean(tmp_path, rows, cols, dataflow):
     """`verilator --lint-only -Wall` reports nothing beyond the waivers kept in rtl/."""
     exe = toolchain.require("verilator")
     gen = generate(AcceleratorConfig(rows=rows, cols=cols, dataflow=dataflow), tmp_path)
-    proc = subprocess.run([exe, "--lint-only", "-Wall", str(_waivers()), str(gen.verilog),
+    proc = subprocess.run([exe, "--lint-only", "-Wall", str(LINT_WAIVERS), str(gen.verilog),
                            "--top-module", gen.module], capture_output=True, text=True,
                           timeout=600)
     report = proc.stdout + proc.stderr
