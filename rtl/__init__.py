@@ -1,0 +1,1 @@
+"""Hardware: Amaranth descriptions of the accelerator blocks and their Verilog generation."""

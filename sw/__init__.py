@@ -1,0 +1,1 @@
+"""Software: golden models and host-side scheduling for the generated hardware."""

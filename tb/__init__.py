@@ -1,0 +1,1 @@
+"""Testbenches: simulator setup, cached builds, and cocotb and Amaranth-simulator harnesses."""
