@@ -2,8 +2,9 @@
 
 Builds are cached on disk, keyed by the SHA-256 of the Verilog and its params.json, the
 simulator and its version, and the build options, so a configuration compiles once and
-later runs (in the same test session or in later ones) reuse it. A file lock makes concurrent builders (for
-example pytest-xdist workers) wait for each other instead of compiling twice.
+later runs (in the same test session or in later ones) reuse it. A file lock makes
+concurrent builders (for example pytest-xdist workers) wait for each other instead of
+compiling twice.
 """
 
 from __future__ import annotations
@@ -64,9 +65,10 @@ class Build:
 
 def _build_args(sim: str) -> list[str]:
     if sim == "verilator":
-        # -O1 compiles several times faster than the default -Os/-O2 for these models
-        # while simulating nearly as fast for the short runs tests make.
-        return ["-Wno-fatal", "-CFLAGS", "-O1"]
+        # Keep verilated.mk's optimization defaults: hot code -Os, rarely run code -O0.
+        # Raising the latter (-CFLAGS -O1) makes gcc spend tens of minutes on the huge
+        # VPI symbol-table constructor that cocotb's --public-flat-rw produces.
+        return ["-Wno-fatal"]
     return []
 
 
