@@ -15,7 +15,8 @@ from llmchip.config import AcceleratorConfig
 
 from .systolic import SystolicArray
 
-__all__ = ["TOPS", "LINT_WAIVERS", "Generated", "verilog_text", "c_header", "generate"]
+__all__ = ["TOPS", "LINT_WAIVERS", "Generated", "verilog_text", "component_ports", "c_header",
+           "generate"]
 
 #: Verilator lint waivers for Amaranth's output, one reason per rule (shipped as package data).
 LINT_WAIVERS = Path(__file__).resolve().with_name("verilator.vlt")
@@ -39,12 +40,18 @@ def verilog_text(config: AcceleratorConfig, top: str = "array") -> str:
     if top not in TOPS:
         raise ValueError(f"top must be one of {', '.join(TOPS)}, not {top!r}")
     design = SystolicArray(config)
-    # Members fixed by the signature (the ``ready`` of an always-ready stream) are
-    # constants, not ports; Verilog gets only the real signals.
+    return verilog.convert(design, name=_top_module_name(config, top),
+                           ports=component_ports(design), emit_src=False)
+
+
+def component_ports(design) -> list[Signal]:
+    """Return the signals of a component's signature, for ``verilog.convert(ports=...)``.
+
+    Members fixed by the signature (the ``ready`` of an always-ready stream) are constants,
+    not ports; Verilog gets only the real signals.
+    """
     ports = [Value.cast(value) for _, _, value in design.signature.flatten(design)]
-    ports = [value for value in ports if isinstance(value, Signal)]
-    return verilog.convert(design, name=_top_module_name(config, top), ports=ports,
-                           emit_src=False)
+    return [value for value in ports if isinstance(value, Signal)]
 
 
 def c_header(config: AcceleratorConfig, module: str) -> str:

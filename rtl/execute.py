@@ -1,0 +1,272 @@
+"""Execute unit: runs LOAD_W and MATMUL instructions on the systolic array.
+
+A weight feeder reads a tile's ``rows`` weight rows from the scratchpad into the array's
+``w_in``; an activation feeder reads ``T`` activation rows into ``a_in``; results leave the
+array ``rows + cols`` cycles later and are written (or added) to accumulator rows. The two
+feeders work concurrently, so the next tile's weights load while the current tile streams
+(the array itself pairs weight tiles with activation tiles in order). Dependency tokens are
+popped before an instruction starts and pushed when it has completed: for MATMUL, when
+its last result row has been written to the accumulator.
+
+Operands are range-checked before an instruction starts; one that would read or write
+outside the scratchpad or accumulator, or has ``rows == 0``, is not executed and is
+reported on ``error`` (the command processor stops the program).
+"""
+
+from __future__ import annotations
+
+import enum
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from llmchip.config import AcceleratorConfig
+from llmchip.sw import isa
+
+from .accumulator import write_layout
+from .systolic import SystolicArray
+
+__all__ = ["ExecuteUnit", "ExecError"]
+
+
+class ExecError(enum.IntEnum):
+    """Why the execute unit refused an instruction."""
+
+    NONE = 0
+    BAD_OPCODE = 1     #: not LOAD_W or MATMUL
+    BAD_OPERAND = 2    #: rows == 0, or an address range outside a memory
+
+
+class ExecuteUnit(wiring.Component):
+    """Execute unit for a weight-stationary ``config`` with the given memory sizes.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+        Must use the weight-stationary dataflow.
+    sp_rows, acc_rows : int
+        Rows of the scratchpad and the accumulator.
+
+    Raises
+    ------
+    ValueError
+        If the dataflow is not ``"ws"`` or a size is not positive.
+    """
+
+    #: Rows buffered between a scratchpad read and the array: enough to cover the few cycles
+    #: between one instruction's last read and the next one's first row (no bubble).
+    FEED_DEPTH = 8
+
+    def __init__(self, config: AcceleratorConfig, sp_rows: int, acc_rows: int):
+        if config.dataflow != "ws":
+            from .pe import _rejected
+            raise _rejected(self, ValueError(
+                f"the execute unit streams weight-stationary tiles; dataflow must be 'ws', "
+                f"not {config.dataflow!r}"))
+        self.config, self.sp_rows, self.acc_rows = config, sp_rows, acc_rows
+        sp_addr = unsigned(max(1, (sp_rows - 1).bit_length()))
+        row = data.ArrayLayout(unsigned(8), max(config.rows, config.cols))
+        super().__init__({
+            "insn": In(stream.Signature(unsigned(isa.INSN_BITS))),
+            "sp_a_req": Out(stream.Signature(sp_addr)),
+            "sp_a_resp": In(stream.Signature(row, always_ready=True)),
+            "sp_b_req": Out(stream.Signature(sp_addr)),
+            "sp_b_resp": In(stream.Signature(row, always_ready=True)),
+            "acc_w": Out(stream.Signature(write_layout(config.cols, acc_rows,
+                                                       config.acc_width), always_ready=True)),
+            # Dependency tokens: *_avail from the token counters, *_pop / *_push pulses.
+            "ld_avail": In(1), "ld_pop": Out(1), "ld_push": Out(2),
+            "st_avail": In(1), "st_pop": Out(1), "st_push": Out(2),
+            "busy": Out(1),
+            "error": Out(2),           # ExecError of the refused instruction, sticky
+            "error_valid": Out(1),
+            "array_busy": Out(1),      # a row entered the array this cycle
+            "stall_weights": Out(1),   # a tile's first row waits for its weights
+            "stall_operand": Out(1),   # the array could take a row but none is ready
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        R, C = cfg.rows, cfg.cols
+        m.submodules.array = array = SystolicArray(cfg)
+
+        # -- dispatch: decode, wait for tokens, check operands, hand to a feeder ----------
+        word = self.insn.payload
+        op = word[:4]
+        mm = data.View(isa.layout(isa.Opcode.MATMUL), word)
+        lw = data.View(isa.layout(isa.Opcode.LOAD_W), word)
+        is_mm = op == isa.Opcode.MATMUL
+        is_lw = op == isa.Opcode.LOAD_W
+
+        def fits(start, count, stride, size):
+            # start + (count - 1) * stride < size; Amaranth arithmetic widens, never wraps.
+            count_m1 = Signal(len(count))
+            m.d.comb += count_m1.eq(count - 1)
+            return (count != 0) & (start + count_m1 * stride < size)
+
+        lw_ok = fits(lw.sp_addr, Const(R, 16), lw.sp_stride, self.sp_rows)
+        mm_ok = (fits(mm.sp_addr, mm.rows, mm.sp_stride, self.sp_rows)
+                 & fits(mm.acc_addr, mm.rows, Const(1, 16), self.acc_rows))
+
+        # Feeder command registers.
+        w_busy = Signal()
+        w_addr = Signal(16)
+        w_stride = Signal(16)
+        w_left = Signal(range(R + 1))       # reads still to issue
+        w_push_ld, w_push_st = Signal(), Signal()
+        a_busy = Signal()
+        a_addr = Signal(16)
+        a_stride = Signal(16)
+        a_left = Signal(14)
+        a_acc = Signal(16)
+        a_accumulate = Signal()
+        a_push_ld, a_push_st = Signal(), Signal()
+
+        need_ld = word.bit_select(4 + isa.FLAGS.index("pop_prev"), 1)
+        need_st = word.bit_select(4 + isa.FLAGS.index("pop_next"), 1)
+        push_ld = word.bit_select(4 + isa.FLAGS.index("push_prev"), 1)
+        push_st = word.bit_select(4 + isa.FLAGS.index("push_next"), 1)
+        tokens_ok = (~need_ld | self.ld_avail) & (~need_st | self.st_avail)
+        error_valid = Signal()
+        # The activation feeder takes its next MATMUL on the cycle it issues the last read
+        # of the current one, so consecutive MATMULs stream with no gap.
+        a_finishing = Signal()
+        unit_free = Mux(is_mm, ~a_busy | a_finishing, Mux(is_lw, ~w_busy, 1))
+        take = Signal()
+        m.d.comb += [
+            take.eq(self.insn.valid & tokens_ok & unit_free & ~error_valid),
+            self.insn.ready.eq(take),
+            self.ld_pop.eq(take & need_ld),
+            self.st_pop.eq(take & need_st),
+        ]
+        m.d.comb += self.error_valid.eq(error_valid)
+
+        # -- weight feeder ---------------------------------------------------------------
+        m.submodules.wfifo = wfifo = fifo.SyncFIFOBuffered(width=8 * C, depth=self.FEED_DEPTH)
+        # Issue a read only when its row is sure to find room in the FIFO.
+        w_inflight = Signal.like(wfifo.level)
+        w_used = Signal.like(wfifo.level)
+        m.d.comb += w_used.eq(wfifo.level + w_inflight)
+        w_issue = Signal()
+        m.d.comb += [
+            self.sp_b_req.valid.eq(w_busy & (w_left != 0) & (w_used < self.FEED_DEPTH)),
+            self.sp_b_req.payload.eq(w_addr),
+            w_issue.eq(self.sp_b_req.valid & self.sp_b_req.ready),
+        ]
+        m.d.sync += w_inflight.eq(w_issue)
+        with m.If(w_issue):
+            m.d.sync += [w_addr.eq(w_addr + w_stride), w_left.eq(w_left - 1)]
+        m.d.comb += [
+            wfifo.w_en.eq(self.sp_b_resp.valid),
+            wfifo.w_data.eq(Cat(*[self.sp_b_resp.payload[j] for j in range(C)])),
+            array.w_in.valid.eq(wfifo.r_rdy),
+            array.w_in.payload.as_value().eq(wfifo.r_data),
+            wfifo.r_en.eq(array.w_in.ready),
+        ]
+        # The tile is loaded once its last row entered the array.
+        w_sent = Signal(range(R + 1))
+        w_fire = Signal()
+        m.d.comb += w_fire.eq(array.w_in.valid & array.w_in.ready)
+        w_done = Signal()
+        m.d.comb += w_done.eq(w_busy & w_fire & (w_sent == R - 1))
+        with m.If(w_fire):
+            m.d.sync += w_sent.eq(Mux(w_sent == R - 1, 0, w_sent + 1))
+        with m.If(w_done):
+            m.d.sync += w_busy.eq(0)
+
+        # -- activation feeder -----------------------------------------------------------
+        m.submodules.afifo = afifo = fifo.SyncFIFOBuffered(width=8 * R + 1 + 16 + 1 + 2,
+                                                           depth=self.FEED_DEPTH)
+        a_inflight = Signal.like(afifo.level)
+        a_tag = Signal(16 + 1 + 1 + 2)   # acc row, accumulate, last, pushes (for the FIFO)
+        a_tag_q = Signal.like(a_tag)
+        a_used = Signal.like(afifo.level)
+        m.d.comb += a_used.eq(afifo.level + a_inflight)
+        a_issue = Signal()
+        a_last = Signal()
+        m.d.comb += [
+            self.sp_a_req.valid.eq(a_busy & (a_left != 0) & (a_used < self.FEED_DEPTH)),
+            self.sp_a_req.payload.eq(a_addr),
+            a_issue.eq(self.sp_a_req.valid & self.sp_a_req.ready),
+            a_last.eq(a_left == 1),
+            a_tag.eq(Cat(a_acc, a_accumulate, a_last,
+                         Mux(a_last, Cat(a_push_ld, a_push_st), 0))),
+        ]
+        m.d.sync += [a_inflight.eq(a_issue), a_tag_q.eq(a_tag)]
+        with m.If(a_issue):
+            m.d.sync += [a_addr.eq(a_addr + a_stride), a_left.eq(a_left - 1),
+                         a_acc.eq(a_acc + 1)]
+            with m.If(a_last):
+                m.d.sync += a_busy.eq(0)
+        m.d.comb += a_finishing.eq(a_issue & a_last)
+        # After the feeders' own updates, so a new instruction's registers win.
+        with m.If(take):
+            with m.If(is_lw & lw_ok):
+                m.d.sync += [w_busy.eq(1), w_addr.eq(lw.sp_addr), w_stride.eq(lw.sp_stride),
+                             w_left.eq(R), w_push_ld.eq(push_ld), w_push_st.eq(push_st)]
+            with m.Elif(is_mm & mm_ok):
+                m.d.sync += [a_busy.eq(1), a_addr.eq(mm.sp_addr), a_stride.eq(mm.sp_stride),
+                             a_left.eq(mm.rows), a_acc.eq(mm.acc_addr),
+                             a_accumulate.eq(mm.accumulate), a_push_ld.eq(push_ld),
+                             a_push_st.eq(push_st)]
+            with m.Else():
+                m.d.sync += [error_valid.eq(1),
+                             self.error.eq(Mux(is_lw | is_mm, ExecError.BAD_OPERAND,
+                                               ExecError.BAD_OPCODE))]
+        m.d.comb += [
+            afifo.w_en.eq(self.sp_a_resp.valid),
+            afifo.w_data.eq(Cat(*[self.sp_a_resp.payload[i] for i in range(R)], a_tag_q)),
+        ]
+        # Pop a row into the array: its tag travels beside it for `latency` cycles.
+        a_lanes = afifo.r_data[:8 * R]
+        a_meta = afifo.r_data[8 * R:]
+        m.d.comb += [
+            array.a_in.valid.eq(afifo.r_rdy),
+            array.a_in.payload.data.as_value().eq(a_lanes),
+            array.a_in.payload.last.eq(a_meta[17]),
+            afifo.r_en.eq(array.a_in.ready),
+        ]
+        a_fire = Signal()
+        m.d.comb += a_fire.eq(array.a_in.valid & array.a_in.ready)
+        tag = Cat(a_meta, a_fire)
+        for i in range(cfg.latency):
+            nxt = Signal.like(tag, name=f"tag_d{i}")
+            m.d.sync += nxt.eq(tag)
+            tag = nxt
+        out_acc, out_accumulate = tag[:16], tag[16]
+        out_push_ld, out_push_st, out_valid = tag[18], tag[19], tag[20]
+
+        # -- accumulator write-back -----------------------------------------------------
+        m.d.comb += [
+            self.acc_w.valid.eq(array.y_out.valid),
+            self.acc_w.payload.addr.eq(out_acc),
+            self.acc_w.payload.accumulate.eq(out_accumulate),
+            self.acc_w.payload.data.eq(array.y_out.payload.data),
+        ]
+        # A row is readable from the accumulator two cycles after its write was accepted
+        # (Accumulator's read-modify-write); tokens and `busy` wait for that.
+        committed = Cat(out_valid, out_push_ld, out_push_st)
+        for i in range(2):
+            nxt = Signal.like(committed, name=f"commit_d{i}")
+            m.d.sync += nxt.eq(committed)
+            committed = nxt
+        done_valid, done_push_ld, done_push_st = committed[0], committed[1], committed[2]
+        # A MATMUL's completion and a LOAD_W's can push in the same cycle.
+        m.d.comb += [
+            self.ld_push.eq((done_valid & done_push_ld) + (w_done & w_push_ld)),
+            self.st_push.eq((done_valid & done_push_st) + (w_done & w_push_st)),
+        ]
+
+        # -- status and performance signals ---------------------------------------------
+        in_array = Signal(range(cfg.latency + 4))   # rows between a_in and readability
+        m.d.sync += in_array.eq(in_array + a_fire - done_valid)
+        m.d.comb += [
+            self.busy.eq(w_busy | a_busy | w_inflight | a_inflight | afifo.r_rdy
+                         | wfifo.r_rdy | (in_array != 0)),
+            self.array_busy.eq(a_fire),
+            self.stall_weights.eq(array.a_in.valid & ~array.a_in.ready),
+            self.stall_operand.eq(~array.a_in.valid & a_busy),
+        ]
+        return m
