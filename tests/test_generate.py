@@ -76,6 +76,7 @@ def _lint_component(tmp_path, design, name):
 
 def _blocks():
     from llmchip.rtl.accumulator import Accumulator
+    from llmchip.rtl.csr import CsrBlock
     from llmchip.rtl.execute import ExecuteUnit
     from llmchip.rtl.scratchpad import Scratchpad
 
@@ -83,6 +84,7 @@ def _blocks():
         "scratchpad": lambda: Scratchpad(16, 64, 2),
         "accumulator": lambda: Accumulator(16, 64),
         "execute": lambda: ExecuteUnit(AcceleratorConfig(rows=4, cols=3), 64, 32),
+        "csr": lambda: CsrBlock({"ID": 1, "CFG_ACC": 64}),
     }
 
 

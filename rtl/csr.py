@@ -1,0 +1,184 @@
+"""Control/status registers behind an AXI4-Lite subordinate port, generated from ``sw.regs``.
+
+Ports follow each register's access type in :data:`llmchip.sw.regs.REGISTERS`:
+
+* RW registers become outputs named after the register (lower case) holding the value.
+* RO registers are constants given to the constructor, or inputs named after the
+  register; a 64-bit counter pair ``X_LO``/``X_HI`` is one 64-bit input ``x``, and reading
+  ``X_LO`` latches the high word for the following read of ``X_HI``.
+* W1P registers become one output pulse per field, ``<register>_<field>``.
+* RW1C registers become an output ``<register>`` and an input ``<register>_set`` whose
+  bits set the register (setting wins over a simultaneous clear).
+
+Accesses to unmapped offsets complete with SLVERR (reads return 0); writes to read-only
+registers are ignored with OKAY. One transaction per direction is in flight at a time.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from llmchip.sw import regs
+
+from .axi import AxiResp, axi4lite_signature
+from .pe import _rejected
+
+__all__ = ["CsrBlock", "ADDR_WIDTH"]
+
+#: Byte address bits of the CSR port (4 KB of register space).
+ADDR_WIDTH = 12
+
+
+def _port(name: str) -> str:
+    return name.lower()
+
+
+def _pairs():
+    """Counter pairs: base name -> (lo register, hi register)."""
+    out = {}
+    for r in regs.REGISTERS:
+        if r.name.endswith("_LO"):
+            out[r.name[:-3]] = (r, regs.by_name(r.name[:-3] + "_HI"))
+    return out
+
+
+class CsrBlock(wiring.Component):
+    """Register file of :data:`llmchip.sw.regs.REGISTERS`.
+
+    Parameters
+    ----------
+    constants : dict of str to int
+        Values of the read-only registers that are fixed at generation time (``ID``,
+        ``VERSION``, ``CFG_*``). Every other read-only register becomes an input.
+
+    Raises
+    ------
+    ValueError
+        If a constant names an unknown or writable register or does not fit in 32 bits.
+    """
+
+    def __init__(self, constants: dict[str, int]):
+        for name, value in constants.items():
+            try:
+                reg = regs.by_name(name)
+            except KeyError as exc:
+                raise _rejected(self, ValueError(str(exc.args[0]))) from None
+            if reg.access is not regs.Access.RO:
+                raise _rejected(self, ValueError(f"{name} is {reg.access.name}, not a constant"))
+            if not 0 <= value < 1 << 32:
+                raise _rejected(self, ValueError(f"{name} must fit in 32 bits, not {value}"))
+        self.constants = dict(constants)
+        members = {"bus": Out(axi4lite_signature(ADDR_WIDTH, 32)), "irq": Out(1)}
+        pairs = _pairs()
+        paired = {r.name for lo, hi in pairs.values() for r in (lo, hi)}
+        for base in pairs:
+            members[_port(base)] = In(64)
+        for r in regs.REGISTERS:
+            if r.name in paired or r.name in constants:
+                continue
+            if r.access is regs.Access.RW:
+                members[_port(r.name)] = Out(32, init=r.reset)
+            elif r.access is regs.Access.RO:
+                members[_port(r.name)] = In(32)
+            elif r.access is regs.Access.W1P:
+                for f in r.fields:
+                    members[f"{_port(r.name)}_{f.name}"] = Out(1)
+            elif r.access is regs.Access.RW1C:
+                members[_port(r.name)] = Out(32)
+                members[f"{_port(r.name)}_set"] = In(32)
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        bus = self.bus
+        pairs = _pairs()
+        hi_latch = {base: Signal(32, name=f"{_port(base)}_hi_latch") for base in pairs}
+
+        # -- writes: wait for address and data, apply, respond ---------------------------
+        w_take = Signal()
+        b_pending = Signal()
+        m.d.comb += [
+            w_take.eq(bus.awvalid & bus.wvalid & ~b_pending),
+            bus.awready.eq(w_take),
+            bus.wready.eq(w_take),
+            bus.bvalid.eq(b_pending),
+        ]
+        b_resp = Signal(2)
+        m.d.comb += bus.bresp.eq(b_resp)
+        with m.If(bus.bvalid & bus.bready):
+            m.d.sync += b_pending.eq(0)
+        waddr = bus.awaddr[2:ADDR_WIDTH]
+        wdata = bus.wdata
+        for r in regs.REGISTERS:
+            if r.access is regs.Access.W1P:
+                for f in r.fields:
+                    m.d.comb += getattr(self, f"{_port(r.name)}_{f.name}").eq(
+                        w_take & (waddr == r.offset >> 2) & wdata[f.lsb])
+        for r in regs.REGISTERS:
+            if r.access is regs.Access.RW1C:
+                value = getattr(self, _port(r.name))
+                setting = getattr(self, f"{_port(r.name)}_set")
+                clear = Signal(32, name=f"{_port(r.name)}_clear")
+                m.d.comb += clear.eq(
+                    (w_take & (waddr == r.offset >> 2)).replicate(32) & wdata)
+                m.d.sync += value.eq((value & ~clear) | setting)
+        # Plain ifs, not a switch: Amaranth splits a switch into one process per register,
+        # and each would be an incomplete Verilog case.
+        mapped = [r.offset >> 2 for r in regs.REGISTERS]
+        w_hit = Signal()
+        with m.Switch(waddr):
+            with m.Case(*mapped):
+                m.d.comb += w_hit.eq(1)
+            with m.Default():
+                m.d.comb += w_hit.eq(0)
+        with m.If(w_take):
+            m.d.sync += [b_pending.eq(1),
+                         b_resp.eq(Mux(w_hit, AxiResp.OKAY, AxiResp.SLVERR))]
+        for r in regs.REGISTERS:
+            if r.access is regs.Access.RW:
+                with m.If(w_take & (waddr == r.offset >> 2)):
+                    m.d.sync += getattr(self, _port(r.name)).eq(wdata)
+
+        # -- reads: register the value, hold it until taken ------------------------------
+        r_pending = Signal()
+        r_take = Signal()
+        m.d.comb += [
+            r_take.eq(bus.arvalid & ~r_pending),
+            bus.arready.eq(r_take),
+            bus.rvalid.eq(r_pending),
+        ]
+        rdata, rresp = Signal(32), Signal(2)
+        m.d.comb += [bus.rdata.eq(rdata), bus.rresp.eq(rresp)]
+        with m.If(bus.rvalid & bus.rready):
+            m.d.sync += r_pending.eq(0)
+        raddr = bus.araddr[2:ADDR_WIDTH]
+        with m.If(r_take):
+            m.d.sync += r_pending.eq(1)
+            with m.Switch(raddr):
+                for r in regs.REGISTERS:
+                    with m.Case(r.offset >> 2):
+                        m.d.sync += rresp.eq(AxiResp.OKAY)
+                        m.d.sync += rdata.eq(self._read_value(r, pairs, hi_latch))
+                with m.Default():
+                    m.d.sync += [rdata.eq(0), rresp.eq(AxiResp.SLVERR)]
+        for base, (lo, _) in pairs.items():
+            with m.If(r_take & (raddr == lo.offset >> 2)):
+                m.d.sync += hi_latch[base].eq(getattr(self, _port(base))[32:])
+
+        enable = self.irq_enable
+        status = self.irq_status
+        m.d.comb += self.irq.eq((enable & status).any())
+        return m
+
+    def _read_value(self, r, pairs, hi_latch):
+        if r.name in self.constants:
+            return self.constants[r.name]
+        if r.name.endswith("_LO") and r.name[:-3] in pairs:
+            return getattr(self, _port(r.name[:-3]))[:32]
+        if r.name.endswith("_HI") and r.name[:-3] in pairs:
+            return hi_latch[r.name[:-3]]
+        if r.access is regs.Access.W1P:
+            return 0
+        return getattr(self, _port(r.name))
