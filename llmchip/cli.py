@@ -155,6 +155,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if exact and cycles == report["formula_cycles"] else 1
 
 
+def cmd_docs(args: argparse.Namespace) -> int:
+    """Regenerate docs/isa.md and docs/registers.md, or check they are current."""
+    from .sw.docgen import write_docs
+
+    changed = write_docs(args.out, check=args.check)
+    if args.json:
+        print(json.dumps({"check": args.check, "stale" if args.check else "written":
+                          [str(p) for p in changed]}))
+    elif args.check:
+        print("\n".join(f"stale: {p}" for p in changed) or "generated docs are current")
+    else:
+        print("\n".join(f"wrote {p}" for p in changed) or "generated docs already current")
+    return 1 if args.check and changed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``llmchip`` command."""
     parser = argparse.ArgumentParser(
@@ -188,6 +203,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("build/demo"), metavar="DIR",
                    help="where the Verilog is written (default build/demo)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("docs", help="regenerate the ISA and register-map docs",
+                       description="Write docs/isa.md and docs/registers.md from the single "
+                                   "Python definitions (llmchip/sw/isa.py, llmchip/sw/regs.py).")
+    p.add_argument("--out", type=Path, default=Path("docs"), metavar="DIR",
+                   help="output folder (default docs)")
+    p.add_argument("--check", action="store_true",
+                   help="write nothing; exit 1 if a generated file is out of date")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.set_defaults(func=cmd_docs)
     return parser
 
 

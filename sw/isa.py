@@ -65,7 +65,7 @@ FLAGS = ("pop_prev", "pop_next", "push_prev", "push_next")
 #: Fields of each opcode after the 8-bit header, LSB first: (name, width, description).
 FORMATS: dict[Opcode, tuple[tuple[str, int, str], ...]] = {
     Opcode.CONFIG: (
-        ("zero_point", 8, "output zero point added after scaling (signed)"),
+        ("zero_point", 8, "output zero point added after scaling"),
         ("relu", 1, "clamp outputs below the zero point (ReLU)"),
     ),
     Opcode.LOAD: (
