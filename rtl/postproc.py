@@ -1,0 +1,157 @@
+"""Post-processor: requantizes rows of int32 accumulator sums to int8 with per-channel scales.
+
+Each lane applies ``clamp(round((wrap32(acc + bias) * mult) / 2**shift) + zero_point)``;
+the exact rule is :func:`llmchip.sw.golden.requantize` and ``docs/requant.md``.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .pe import _rejected
+
+__all__ = ["PostProcessor"]
+
+#: Largest shift applied; a ``shift`` port value of 63 acts as 62.
+MAX_SHIFT = 62
+
+
+class PostProcessor(wiring.Component):
+    """Requantize a stream of accumulator rows, one row per cycle.
+
+    Per lane ``k`` of a row (all arithmetic exact unless stated):
+
+    1. ``x = wrap32(acc[k] + bias[k])``: ``acc`` sign-extended to 32 bits, the sum wrapped
+       to signed 32 bits;
+    2. ``p = x * mult[k]`` (signed 63 bits, never overflows);
+    3. ``y = p`` if ``s == 0``, else ``(p + 2**(s-1)) >> s`` (arithmetic shift: rounds to
+       nearest, ties toward +infinity), with ``s = min(shift[k], 62)``;
+    4. ``o = clamp(y + zero_point, lo, 2**(out_width-1) - 1)`` where ``lo`` is
+       ``zero_point`` with ``relu`` set, else ``-2**(out_width-1)``.
+
+    Parameters
+    ----------
+    lanes : int
+        Values per row (the array's column count), at least 1.
+    acc_width : int
+        Width of the signed accumulator inputs, 2 to 32.
+    out_width : int
+        Width of the signed outputs and of ``zero_point``, 2 to 32.
+
+    Raises
+    ------
+    ValueError
+        If a parameter is not an int in its range.
+
+    Notes
+    -----
+    Ports:
+
+    * ``i``: stream of ``{"data": lanes x signed(acc_width), "last": 1}``;
+    * ``o``: stream of ``{"data": lanes x signed(out_width), "last": 1}``; ``last`` is
+      copied from the row's input beat;
+    * ``bias`` (``lanes x signed(32)``), ``mult`` (``lanes x unsigned(31)``), ``shift``
+      (``lanes x unsigned(6)``), ``zero_point`` (``signed(out_width)``), ``relu`` (1):
+      plain inputs, read while a row passes through the pipeline, so they must be held
+      stable from the cycle a row is accepted on ``i`` until it is taken from ``o``.
+
+    Timing: a four-stage pipeline (bias add | 32 x 31 multiply | rounding shift |
+    zero point and saturation), every stage registered. With ``o.ready`` high, a row
+    accepted on ``i`` in cycle ``t`` is valid on ``o`` in cycle ``t + 4``
+    (:attr:`latency`), and a row is accepted every cycle. ``o.valid`` comes straight from
+    a register. ``i.ready`` is low only while all four stages hold rows and ``o.ready`` is
+    low, so it depends combinationally on ``o.ready``. While ``o`` is stalled, its row
+    stays unchanged and the stages behind it keep their rows and fill their gaps, so no
+    row is lost or repeated.
+    """
+
+    #: Cycles from a row's acceptance on ``i`` to its appearance on ``o``, unstalled.
+    latency = 4
+
+    def __init__(self, lanes: int, acc_width: int = 32, out_width: int = 8):
+        if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
+            raise _rejected(self, ValueError(f"lanes must be a positive int, not {lanes!r}"))
+        for name, value in (("acc_width", acc_width), ("out_width", out_width)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= 32:
+                raise _rejected(self, ValueError(
+                    f"{name} must be an int between 2 and 32, not {value!r}"))
+        self.lanes = lanes
+        self.acc_width = acc_width
+        self.out_width = out_width
+        super().__init__({
+            "i": In(stream.Signature(data.StructLayout({
+                "data": data.ArrayLayout(signed(acc_width), lanes), "last": 1}))),
+            "o": Out(stream.Signature(data.StructLayout({
+                "data": data.ArrayLayout(signed(out_width), lanes), "last": 1}))),
+            "bias": In(data.ArrayLayout(signed(32), lanes)),
+            "mult": In(data.ArrayLayout(unsigned(31), lanes)),
+            "shift": In(data.ArrayLayout(unsigned(6), lanes)),
+            "zero_point": In(signed(out_width)),
+            "relu": In(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        n = self.latency
+
+        # Stage k (1..n) holds a row when valid[k] is high; it loads from stage k-1 when it
+        # is empty or its own row moves on, so bubbles close up behind a stall.
+        valid = [self.i.valid] + [Signal(name=f"valid{k}") for k in range(1, n + 1)]
+        load = [Signal(name=f"load{k}") for k in range(n + 2)]
+        m.d.comb += load[n + 1].eq(self.o.ready)
+        for k in range(n, 0, -1):
+            m.d.comb += load[k].eq(~valid[k] | load[k + 1])
+        m.d.comb += [self.i.ready.eq(load[1]), self.o.valid.eq(valid[n])]
+
+        last = [self.i.payload.last] + [Signal(name=f"last{k}") for k in range(1, n + 1)]
+        for k in range(1, n + 1):
+            with m.If(load[k]):
+                m.d.sync += [valid[k].eq(valid[k - 1]), last[k].eq(last[k - 1])]
+        m.d.comb += self.o.payload.last.eq(last[n])
+
+        ow = self.out_width
+        hi = (1 << (ow - 1)) - 1
+        lo_min = -(1 << (ow - 1))
+        zp = self.zero_point
+        # zero_point is an out_width-bit value, so it is already >= lo_min.
+        lo = Signal(signed(ow))
+        m.d.comb += lo.eq(Mux(self.relu, zp, lo_min))
+
+        for j in range(self.lanes):
+            x = Signal(signed(32), name=f"x{j}")
+            p = Signal(signed(63), name=f"p{j}")
+            y = Signal(signed(63), name=f"y{j}")
+            s = Signal(range(MAX_SHIFT + 1), name=f"s{j}")
+            twice = Signal(signed(64), name=f"twice{j}")
+            half_up = Signal(signed(64), name=f"half_up{j}")
+            z = Signal(signed(64), name=f"z{j}")
+            fits = Signal(name=f"fits{j}")
+            narrow = Signal(signed(self.out_width), name=f"narrow{j}")
+            out = Signal(signed(self.out_width), name=f"out{j}")
+            m.d.comb += [
+                s.eq(Mux(self.shift[j] > MAX_SHIFT, MAX_SHIFT, self.shift[j])),
+                # floor((p + 2**(s-1)) / 2**s) == floor((floor(2p / 2**s) + 1) / 2), and
+                # for s == 0 this is (2p + 1) >> 1 == p: one shifter, no rounding constant.
+                twice.eq(p << 1),
+                half_up.eq((twice >> s) + 1),
+                # |y| < 2**62 and |zero_point| <= 2**31: no wrap in 64 bits.
+                z.eq(y + zp),
+                fits.eq(z[ow - 1:].all() | ~z[ow - 1:].any()),
+                narrow.eq(z[:ow]),
+            ]
+            with m.If(load[1]):
+                # Assigning to 32 bits drops the carry: the int32 wraparound.
+                m.d.sync += x.eq(self.i.payload.data[j] + self.bias[j])
+            with m.If(load[2]):
+                m.d.sync += p.eq(x * self.mult[j])
+            with m.If(load[3]):
+                m.d.sync += y.eq(half_up >> 1)
+            with m.If(load[4]):
+                # z fits in out_width bits iff its top 65 - out_width bits are all equal;
+                # otherwise its sign says which bound it is past (lo >= the minimum).
+                m.d.sync += out.eq(Mux(fits, Mux(narrow < lo, lo, narrow),
+                                       Mux(z[-1], lo, hi)))
+            m.d.comb += self.o.payload.data[j].eq(out)
+        return m
