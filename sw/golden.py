@@ -1,4 +1,4 @@
-"""NumPy golden models of the accelerator's integer arithmetic, shared by every test and the runtime.
+"""NumPy golden models of the accelerator's integer arithmetic, shared by tests and runtime.
 
 The array multiplies signed ``in_width``-bit operands exactly and accumulates in a signed
 ``acc_width``-bit register with two's-complement wraparound; :func:`matmul` reproduces that
