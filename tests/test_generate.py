@@ -79,12 +79,14 @@ def _blocks():
     from llmchip.rtl.csr import CsrBlock
     from llmchip.rtl.execute import ExecuteUnit
     from llmchip.rtl.scratchpad import Scratchpad
+    from llmchip.rtl.store import StoreUnit
 
     return {
         "scratchpad": lambda: Scratchpad(16, 64, 2),
         "accumulator": lambda: Accumulator(16, 64),
         "execute": lambda: ExecuteUnit(AcceleratorConfig(rows=4, cols=3), 64, 32),
         "csr": lambda: CsrBlock({"ID": 1, "CFG_ACC": 64}),
+        "store": lambda: StoreUnit(AcceleratorConfig(rows=2, cols=20), 32, 8, 8),
     }
 
 
