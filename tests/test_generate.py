@@ -78,6 +78,7 @@ def _blocks():
     from llmchip.rtl.accumulator import Accumulator
     from llmchip.rtl.csr import CsrBlock
     from llmchip.rtl.execute import ExecuteUnit
+    from llmchip.rtl.load import LoadUnit
     from llmchip.rtl.scratchpad import Scratchpad
     from llmchip.rtl.store import StoreUnit
 
@@ -87,6 +88,7 @@ def _blocks():
         "execute": lambda: ExecuteUnit(AcceleratorConfig(rows=4, cols=3), 64, 32),
         "csr": lambda: CsrBlock({"ID": 1, "CFG_ACC": 64}),
         "store": lambda: StoreUnit(AcceleratorConfig(rows=2, cols=20), 32, 8, 8),
+        "load": lambda: LoadUnit(AcceleratorConfig(rows=6, cols=4), 64, 16, 4, 8),
     }
 
 
