@@ -12,13 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["AcceleratorConfig", "DATAFLOWS", "PARAMS_SCHEMA_VERSION"]
+__all__ = ["AcceleratorConfig", "DATAFLOWS", "BUS_BITS", "PARAMS_SCHEMA_VERSION"]
 
 #: Supported dataflows: weight-stationary and output-stationary.
 DATAFLOWS = ("ws", "os")
 
 #: Bumped whenever the meaning of a field in ``params.json`` changes.
 PARAMS_SCHEMA_VERSION = 1
+
+#: Data widths of the AXI4 DMA port.
+BUS_BITS = (64, 128, 256, 512)
 
 # Bounds that keep generated designs meaningful; larger arrays elaborate but take hours
 # to simulate and do not fit any supported FPGA part.
@@ -55,6 +58,17 @@ class AcceleratorConfig:
     acc_width : int
         Accumulator width in bits (signed, two's-complement wraparound), at least
         ``2 * in_width`` and at most 64; 32 for int32.
+    sp_rows : int
+        Scratchpad rows of ``max(rows, cols)`` bytes, a power of two, 16 to 65536.
+    sp_banks : int
+        Scratchpad banks (each a simple-dual-port SRAM), a power of two, 1 to 64 and at
+        most ``sp_rows``; two halves give double buffering.
+    acc_rows : int
+        Accumulator rows of ``cols`` int32 values, a power of two, 2 to 65536.
+    param_rows : int
+        Rows of per-output-channel requantization parameters, a power of two, 2 to 65536.
+    bus_bits : int
+        Data width of the AXI4 DMA port: 64, 128, 256 or 512.
 
     Raises
     ------
@@ -69,6 +83,11 @@ class AcceleratorConfig:
     dataflow: str = "ws"
     in_width: int = 8
     acc_width: int = 32
+    sp_rows: int = 1024
+    sp_banks: int = 2
+    acc_rows: int = 512
+    param_rows: int = 64
+    bus_bits: int = 128
 
     def __post_init__(self) -> None:
         _check_int("rows", self.rows, 1, MAX_DIM)
@@ -81,6 +100,19 @@ class AcceleratorConfig:
                              f"not {self.dataflow!r}")
         _check_int("in_width", self.in_width, MIN_IN_WIDTH, MAX_IN_WIDTH)
         _check_int("acc_width", self.acc_width, 2 * self.in_width, MAX_ACC_WIDTH)
+        for name, lo, hi in (("sp_rows", 16, 1 << 16), ("sp_banks", 1, 64),
+                             ("acc_rows", 2, 1 << 16), ("param_rows", 2, 1 << 16)):
+            value = getattr(self, name)
+            _check_int(name, value, lo, hi)
+            if value & (value - 1):
+                raise ValueError(f"{name} must be a power of two, not {value!r}")
+        if self.sp_banks > self.sp_rows:
+            raise ValueError(f"sp_banks must be at most sp_rows ({self.sp_rows}), "
+                             f"not {self.sp_banks!r}")
+        _check_int("bus_bits", self.bus_bits, 0, 1 << 16)
+        if self.bus_bits not in BUS_BITS:
+            raise ValueError(f"bus_bits must be one of {', '.join(map(str, BUS_BITS))}, "
+                             f"not {self.bus_bits!r}")
 
     # -- derived values -------------------------------------------------------------
 
@@ -113,6 +145,16 @@ class AcceleratorConfig:
         return self.rows
 
     @property
+    def sp_row_bytes(self) -> int:
+        """Bytes per scratchpad row: one activation row (``rows``) or weight row (``cols``)."""
+        return max(self.rows, self.cols)
+
+    @property
+    def bus_bytes(self) -> int:
+        """Bytes per DMA data beat."""
+        return self.bus_bits // 8
+
+    @property
     def port_widths(self) -> dict[str, int]:
         """Bit widths of the array's flat Verilog stream payloads (lane 0 in the low bits,
         ``last`` in the top bit where present)."""
@@ -135,6 +177,10 @@ class AcceleratorConfig:
                 "latency": self.latency,
                 "tile_interval": self.tile_interval,
                 "port_widths": self.port_widths,
+                "sp_row_bytes": self.sp_row_bytes,
+                "sp_bytes": self.sp_rows * self.sp_row_bytes,
+                "acc_bytes": self.acc_rows * self.cols * self.acc_width // 8,
+                "bus_bytes": self.bus_bytes,
             },
         }
 

@@ -70,3 +70,25 @@ def test_valid_configs_round_trip(rows, cols, df, iw, extra):
     cfg = AcceleratorConfig(rows=rows, cols=cols, dataflow=df, in_width=iw, acc_width=aw)
     assert AcceleratorConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     assert cfg.latency == rows + cols
+
+
+@pytest.mark.parametrize("field, value, text", [
+    ("sp_rows", 100, "sp_rows must be a power of two, not 100"),
+    ("sp_rows", 8, "sp_rows must be between 16 and 65536, not 8"),
+    ("acc_rows", 3, "acc_rows must be a power of two, not 3"),
+    ("param_rows", 1 << 17, "param_rows must be between 2 and 65536"),
+    ("sp_banks", 128, "sp_banks must be between 1 and 64, not 128"),
+    ("bus_bits", 96, "bus_bits must be one of 64, 128, 256, 512, not 96"),
+])
+def test_memory_and_bus_fields_validated(field, value, text):
+    with pytest.raises(ValueError, match=text):
+        AcceleratorConfig(**{field: value})
+
+
+def test_banks_at_most_rows_and_derived_sizes():
+    with pytest.raises(ValueError, match="sp_banks must be at most sp_rows"):
+        AcceleratorConfig(sp_rows=16, sp_banks=32)
+    cfg = AcceleratorConfig(rows=16, cols=8, sp_rows=2048, acc_rows=256, bus_bits=256)
+    d = cfg.to_dict()["derived"]
+    assert d["sp_row_bytes"] == 16 and d["sp_bytes"] == 32768
+    assert d["acc_bytes"] == 256 * 8 * 4 and d["bus_bytes"] == 32
