@@ -2,7 +2,9 @@
 
 Ports follow each register's access type in :data:`llmchip.sw.regs.REGISTERS`:
 
-* RW registers become outputs named after the register (lower case) holding the value.
+* RW registers become outputs named after the register (lower case) holding the value,
+  and a pulse ``<register>_written`` in the cycle a write arrives (the new value is on the
+  output from the next cycle).
 * RO registers are constants given to the constructor, or inputs named after the
   register; a 64-bit counter pair ``X_LO``/``X_HI`` is one 64-bit input ``x``, and reading
   ``X_LO`` latches the high word for the following read of ``X_HI``.
@@ -80,6 +82,7 @@ class CsrBlock(wiring.Component):
                 continue
             if r.access is regs.Access.RW:
                 members[_port(r.name)] = Out(32, init=r.reset)
+                members[f"{_port(r.name)}_written"] = Out(1)
             elif r.access is regs.Access.RO:
                 members[_port(r.name)] = In(32)
             elif r.access is regs.Access.W1P:
@@ -138,7 +141,9 @@ class CsrBlock(wiring.Component):
                          b_resp.eq(Mux(w_hit, AxiResp.OKAY, AxiResp.SLVERR))]
         for r in regs.REGISTERS:
             if r.access is regs.Access.RW:
-                with m.If(w_take & (waddr == r.offset >> 2)):
+                hit = w_take & (waddr == r.offset >> 2)
+                m.d.comb += getattr(self, f"{_port(r.name)}_written").eq(hit)
+                with m.If(hit):
                     m.d.sync += getattr(self, _port(r.name)).eq(wdata)
 
         # -- reads: register the value, hold it until taken ------------------------------

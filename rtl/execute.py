@@ -84,6 +84,7 @@ class ExecuteUnit(wiring.Component):
             "array_busy": Out(1),      # a row entered the array this cycle
             "stall_weights": Out(1),   # a tile's first row waits for its weights
             "stall_operand": Out(1),   # the array could take a row but none is ready
+            "stall_token": Out(1),     # the next instruction waits for a dependency token
         })
 
     def elaborate(self, platform):
@@ -136,6 +137,7 @@ class ExecuteUnit(wiring.Component):
         unit_free = Mux(is_mm, ~a_busy | a_finishing, Mux(is_lw, ~w_busy, 1))
         take = Signal()
         m.d.comb += [
+            self.stall_token.eq(self.insn.valid & ~tokens_ok & ~error_valid),
             take.eq(self.insn.valid & tokens_ok & unit_free & ~error_valid),
             self.insn.ready.eq(take),
             self.ld_pop.eq(take & need_ld),

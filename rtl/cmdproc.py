@@ -1,0 +1,197 @@
+"""Command processor: fetches instructions from a DRAM ring and dispatches them to the queues.
+
+The host writes instructions into a ring of ``IQ_SIZE`` 16-byte slots at ``IQ_BASE`` and
+rings the doorbell by writing ``IQ_TAIL`` (one past the last instruction). The processor
+fetches from ``IQ_HEAD`` up to the tail in bursts of up to :attr:`FETCH_MAX` instructions
+through the DMA's read engine, and hands each instruction to its queue: load, execute or
+store. FENCE waits until every queue is empty and every unit idle; END does the same, then
+reports the program done. An undefined opcode, or any unit's error, stops fetching and
+dispatching and reports the error with the index of the instruction concerned.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
+from amaranth.lib import fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from llmchip.sw import isa, regs
+
+from .dma_if import DmaError, dma_cmd_layout, dma_data_layout, dma_done_layout, error_code
+
+__all__ = ["CommandProcessor"]
+
+
+class CommandProcessor(wiring.Component):
+    """Instruction fetch and dispatch.
+
+    Parameters
+    ----------
+    bus_bytes : int
+        Bytes per DMA data beat.
+    addr_width : int
+        DRAM address width.
+    queue_depth : int
+        Instructions buffered per queue.
+    """
+
+    FETCH_MAX = 8  #: instructions fetched per DMA command at most
+
+    def __init__(self, bus_bytes: int, addr_width: int = 32, queue_depth: int = 4):
+        self.bus_bytes, self.addr_width, self.queue_depth = bus_bytes, addr_width, queue_depth
+        insn = stream.Signature(unsigned(isa.INSN_BITS))
+        super().__init__({
+            "iq_base": In(32), "iq_size": In(32), "iq_tail": In(32),
+            "doorbell": In(1),
+            "iq_head": Out(32),
+            "rd_cmd": Out(stream.Signature(dma_cmd_layout(addr_width))),
+            "rd_data": In(stream.Signature(dma_data_layout(bus_bytes))),
+            "rd_done": In(stream.Signature(dma_done_layout())),
+            "ld_insn": Out(insn), "ex_insn": Out(insn), "st_insn": Out(insn),
+            "ld_busy": In(1), "ex_busy": In(1), "st_busy": In(1),
+            "ld_error": In(8), "ex_error": In(8), "st_error": In(8),
+            "busy": Out(1), "done": Out(1),
+            "error": Out(8), "error_info": Out(32),
+            "irq_done": Out(1), "irq_error": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        B = self.bus_bytes
+        beats_per_insn = max(1, isa.INSN_BYTES // B)
+        depth = self.FETCH_MAX
+
+        running = Signal()
+        error = Signal(8)
+        stopped = Signal()
+        m.d.comb += [stopped.eq(error != 0), self.error.eq(error)]
+
+        # -- fetch ------------------------------------------------------------------------
+        m.submodules.ibuf = ibuf = fifo.SyncFIFOBuffered(width=isa.INSN_BITS, depth=depth)
+        head = Signal(32)
+        m.d.comb += self.iq_head.eq(head)
+        bad_queue = Signal()
+        m.d.comb += bad_queue.eq((self.iq_size == 0) | (self.iq_tail >= self.iq_size))
+        with m.If(self.doorbell):
+            with m.If(bad_queue):
+                m.d.sync += error.eq(regs.ErrorCode.QUEUE_CONFIG)
+            with m.Elif(~stopped):
+                m.d.sync += [running.eq(1), self.done.eq(0)]
+
+        fetching = Signal()        # a fetch command is on its way
+        pending = Signal(range(depth + 1))   # fetched instructions not yet in the buffer
+        avail = Signal(32)
+        m.d.comb += avail.eq(Mux(self.iq_tail >= head, self.iq_tail - head,
+                                 self.iq_size - head))   # up to the ring's end
+        room = Signal(range(depth + 1))
+        m.d.comb += room.eq(depth - ibuf.level - pending)
+        count = Signal(range(depth + 1))
+        m.d.comb += count.eq(Mux(avail < room, avail, room))
+        cmd = Signal(dma_cmd_layout(self.addr_width))
+        m.d.comb += [
+            cmd.addr.eq(self.iq_base + (head << 4)),
+            cmd.rows.eq(count),
+            cmd.row_bytes.eq(isa.INSN_BYTES),
+            cmd.stride.eq(isa.INSN_BYTES),
+            self.rd_cmd.payload.eq(cmd),
+            self.rd_cmd.valid.eq(running & ~stopped & ~fetching & (count != 0)),
+        ]
+        with m.If(self.rd_cmd.valid & self.rd_cmd.ready):
+            nxt = Signal(32)
+            m.d.comb += nxt.eq(head + count)
+            m.d.sync += [fetching.eq(1), pending.eq(count),
+                         head.eq(Mux(nxt >= self.iq_size, 0, nxt))]
+
+        # Assemble 128-bit instructions from beats.
+        word = Signal(isa.INSN_BITS)
+        part = Signal(range(max(beats_per_insn, 2)))
+        beat_bits = 8 * min(B, isa.INSN_BYTES)
+        beat_data = self.rd_data.payload.data.as_value()[:beat_bits]
+        full = Signal(isa.INSN_BITS)
+        if beats_per_insn == 1:
+            m.d.comb += full.eq(beat_data)
+        else:
+            m.d.comb += full.eq(word)
+            for k in range(beats_per_insn):
+                with m.If(part == k):
+                    m.d.comb += full[k * beat_bits:(k + 1) * beat_bits].eq(beat_data)
+        insn_end = Signal()
+        m.d.comb += [
+            insn_end.eq(part == beats_per_insn - 1),
+            self.rd_data.ready.eq(1),   # room was reserved before fetching
+            ibuf.w_data.eq(full),
+            ibuf.w_en.eq(self.rd_data.valid & insn_end & ~stopped),
+        ]
+        with m.If(self.rd_data.valid):
+            m.d.sync += word.eq(full)
+            if beats_per_insn > 1:
+                m.d.sync += part.eq(Mux(insn_end, 0, part + 1))
+            with m.If(insn_end):
+                m.d.sync += pending.eq(pending - 1)
+        with m.If(self.rd_done.valid):
+            m.d.comb += self.rd_done.ready.eq(1)
+            m.d.sync += [fetching.eq(0), pending.eq(0)]
+            with m.If(self.rd_done.payload.error != DmaError.OK):
+                m.d.sync += error.eq(error_code(self.rd_done.payload.error))
+
+        # -- dispatch ----------------------------------------------------------------------
+        queues = {}
+        for name, port in (("ld", self.ld_insn), ("ex", self.ex_insn), ("st", self.st_insn)):
+            q = fifo.SyncFIFOBuffered(width=isa.INSN_BITS, depth=self.queue_depth)
+            m.submodules[f"{name}_queue"] = q
+            m.d.comb += [port.valid.eq(q.r_rdy), port.payload.eq(q.r_data),
+                         q.r_en.eq(port.ready)]
+            queues[name] = q
+        index = Signal(32)     # program-order index of the instruction at the buffer head
+        last_index = {n: Signal(32, name=f"{n}_last_index") for n in queues}
+        op = ibuf.r_data[:4]
+        target = Signal(2)     # 0 load, 1 execute, 2 store, 3 control
+        legal = Signal()
+        with m.Switch(op):
+            for opcode, queue in isa.QUEUE.items():
+                with m.Case(int(opcode)):
+                    m.d.comb += [target.eq(int(queue)), legal.eq(1)]
+            with m.Default():
+                m.d.comb += [target.eq(isa.Queue.CONTROL), legal.eq(0)]
+        drained = Signal()
+        m.d.comb += drained.eq(~queues["ld"].r_rdy & ~queues["ex"].r_rdy & ~queues["st"].r_rdy
+                               & ~self.ld_busy & ~self.ex_busy & ~self.st_busy)
+        dispatch = Signal()
+        with m.If(ibuf.r_rdy & running & ~stopped):
+            with m.If(~legal):
+                m.d.sync += [error.eq(regs.ErrorCode.ILLEGAL_OPCODE),
+                             self.error_info.eq(index)]
+            with m.Elif(target == isa.Queue.CONTROL):
+                with m.If(drained):
+                    m.d.comb += dispatch.eq(1)
+                    with m.If(op == isa.Opcode.END):
+                        m.d.sync += [running.eq(0), self.done.eq(1)]
+                        m.d.comb += self.irq_done.eq(1)
+            with m.Else():
+                for qi, name in enumerate(("ld", "ex", "st")):
+                    q = queues[name]
+                    with m.If((target == qi) & q.w_rdy):
+                        m.d.comb += [dispatch.eq(1), q.w_en.eq(1)]
+                        m.d.sync += last_index[name].eq(index)
+        for q in queues.values():
+            m.d.comb += q.w_data.eq(ibuf.r_data)
+        m.d.comb += ibuf.r_en.eq(dispatch)
+        with m.If(dispatch):
+            m.d.sync += index.eq(index + 1)
+
+        # -- unit errors stop the program ---------------------------------------------------
+        for name, err in (("ld", self.ld_error), ("ex", self.ex_error), ("st", self.st_error)):
+            with m.If((err != 0) & ~stopped):
+                m.d.sync += [error.eq(err), self.error_info.eq(last_index[name])]
+        newly = Signal()
+        was = Signal()
+        m.d.sync += was.eq(stopped)
+        m.d.comb += [newly.eq(stopped & ~was), self.irq_error.eq(newly)]
+        with m.If(newly):
+            m.d.sync += running.eq(0)
+
+        m.d.comb += self.busy.eq(running & ~stopped)
+        # Silence unused-field lint for the wide beat when the bus is wider than a word.
+        if 8 * B > beat_bits:
+            _ = Cat(self.rd_data.payload.data.as_value()[beat_bits:])
+        return m
