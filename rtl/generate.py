@@ -22,7 +22,7 @@ __all__ = ["TOPS", "LINT_WAIVERS", "Generated", "verilog_text", "component_ports
 LINT_WAIVERS = Path(__file__).resolve().with_name("verilator.vlt")
 
 #: Top-level designs that can be generated, by name.
-TOPS = ("array",)
+TOPS = ("array", "accelerator")
 
 
 def _top_module_name(config: AcceleratorConfig, top: str) -> str:
@@ -39,7 +39,11 @@ def verilog_text(config: AcceleratorConfig, top: str = "array") -> str:
     """
     if top not in TOPS:
         raise ValueError(f"top must be one of {', '.join(TOPS)}, not {top!r}")
-    design = SystolicArray(config)
+    if top == "accelerator":
+        from .accelerator import Accelerator
+        design = Accelerator(config)
+    else:
+        design = SystolicArray(config)
     return verilog.convert(design, name=_top_module_name(config, top),
                            ports=component_ports(design), emit_src=False)
 

@@ -69,7 +69,11 @@ def _build_args(sim: str) -> list[str]:
         # Raising the latter (-CFLAGS -O1) makes gcc spend tens of minutes on the huge
         # VPI symbol-table constructor that cocotb's --public-flat-rw produces.
         return ["-Wno-fatal"]
-    return []
+    # Yosys declares its "evaluate once at time 0" trigger as `reg t = 0;`. In Verilog-2005
+    # that initializer is an event at time 0 that runs every `always @*` block once; in
+    # the SystemVerilog mode the cocotb runner selects (-g2012) it is not, and
+    # combinational outputs whose inputs never change stay X. The later flag wins.
+    return ["-g2005"]
 
 
 def build(config: AcceleratorConfig, sim: str, *, top: str = "array",

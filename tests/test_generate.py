@@ -36,7 +36,7 @@ def test_verilog_is_reproducible():
 
 
 def test_unknown_top_rejected():
-    with pytest.raises(ValueError, match="top must be one of array, not 'soc'"):
+    with pytest.raises(ValueError, match="top must be one of array, accelerator, not 'soc'"):
         verilog_text(AcceleratorConfig(), top="soc")
 
 
