@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, ResetInserter, Signal
 from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import Out
 
 from llmchip.config import AcceleratorConfig
 from llmchip.sw import regs
