@@ -154,7 +154,9 @@ class CommandProcessor(wiring.Component):
             with m.Default():
                 m.d.comb += [target.eq(isa.Queue.CONTROL), legal.eq(0)]
         drained = Signal()
-        m.d.comb += drained.eq(~queues["ld"].r_rdy & ~queues["ex"].r_rdy & ~queues["st"].r_rdy
+        # Queue levels, not r_rdy: a buffered FIFO shows a new entry on r_rdy a cycle late.
+        m.d.comb += drained.eq((queues["ld"].level == 0) & (queues["ex"].level == 0)
+                               & (queues["st"].level == 0)
                                & ~self.ld_busy & ~self.ex_busy & ~self.st_busy)
         dispatch = Signal()
         with m.If(ibuf.r_rdy & running & ~stopped):

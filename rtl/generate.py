@@ -99,7 +99,8 @@ class Generated:
         }
 
 
-def generate(config: AcceleratorConfig, out_dir: str | Path, top: str = "array") -> Generated:
+def generate(config: AcceleratorConfig, out_dir: str | Path, top: str = "array", *,
+             text: str | None = None) -> Generated:
     """Write ``<module>.v``, ``params.json`` and ``params.h`` for ``config`` into ``out_dir``.
 
     The sidecar records the module name, the Verilog file name and its SHA-256, so
@@ -108,7 +109,8 @@ def generate(config: AcceleratorConfig, out_dir: str | Path, top: str = "array")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    text = verilog_text(config, top)
+    if text is None:   # callers that already hold the Verilog (the build cache) pass it
+        text = verilog_text(config, top)
     seconds = time.perf_counter() - t0
     module = _top_module_name(config, top)
     vpath = out / f"{module}.v"

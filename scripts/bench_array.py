@@ -4,7 +4,9 @@ For each square ``N x N`` array size this measures:
 
 * the time :func:`llmchip.rtl.generate.verilog_text` takes to emit the Verilog;
 * the time a fresh Icarus and a fresh Verilator build take (the compile step of
-  :func:`llmchip.tb.sim.build`, in a temporary cache folder so nothing is reused);
+  :func:`llmchip.tb.sim.build`, in a temporary cache folder so nothing is reused). Each
+  build runs in a child process and is stopped after ``--build-timeout`` seconds; a
+  stopped build is shown as such and that simulator's runs for the size are skipped;
 * simulated cycles per second on both simulators, streaming back-to-back tiles with
   ``T = 2 N`` activation rows (``K = 2 N`` beats for output-stationary) at full rate
   through the cocotb testbench with :func:`llmchip.tb.sim.run_array`. The rate is the
@@ -17,9 +19,11 @@ Run it from the repository root::
     .venv/bin/python scripts/bench_array.py [--sizes 4,8,16,32] [--dataflow ws|os]
                                             [--cycles 4000] [--repeat 3] [--json]
 
+(``--help`` lists every option.)
+
 A table goes to stdout (or, with ``--json``, a JSON document) and a progress bar to stderr.
 The exit status is 1 if a build or a run fails or a run is not bit-exact, 2 if a simulator
-is missing.
+is missing (a build stopped by the timeout is reported, not an error).
 """
 
 from __future__ import annotations
@@ -28,8 +32,10 @@ import argparse
 import datetime
 import json
 import math
+import multiprocessing
 import os
 import platform
+import signal
 import statistics
 import sys
 import tempfile
@@ -131,6 +137,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="runs per simulator and size; the median is reported (the machine is "
              "shared and timings are noisy); default: %(default)s")
     parser.add_argument(
+        "--build-timeout", type=float, default=1200, metavar="SECONDS",
+        help="stop a simulator build that takes longer than this, report it as timed out "
+             "and skip that simulator's runs for that size (0: no limit); "
+             "default: %(default)s")
+    parser.add_argument(
         "--sims", type=_sims, default=list(SIMULATORS), metavar="SIM[,SIM...]",
         help="simulators to build and run, a comma-separated subset of "
              f"{','.join(SIMULATORS)}; default: both")
@@ -178,6 +189,84 @@ def make_tiles(config: AcceleratorConfig, cycles: int, rng: np.random.Generator)
             for _ in range(count)]
 
 
+def _build_worker(config: dict, sim: str, root: str, conn) -> None:
+    # Own process group, so that a timeout stops make and the compilers with it.
+    os.setpgid(0, 0)
+    try:
+        t0 = time.perf_counter()
+        b = build(AcceleratorConfig.from_dict(config), sim, root=Path(root))
+        conn.send({"seconds": b.seconds, "call_s": time.perf_counter() - t0,
+                   "cached": b.cached})
+    except Exception as exc:  # any failure is reported by the parent
+        conn.send({"error": f"{type(exc).__name__}: {exc}"})
+    finally:
+        conn.close()
+
+
+def _stop(proc) -> None:
+    """Stop a build process and everything it started (its process group)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            proc.kill()  # not yet in its own group
+        proc.join(10)
+        if not proc.is_alive():
+            return
+
+
+def timed_build(config: AcceleratorConfig, sim: str, root: Path, timeout: float | None):
+    """Build ``config`` for ``sim`` in ``root`` in a child process, within ``timeout``.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+        The array.
+    sim : str
+        Simulator name.
+    root : Path
+        Build cache folder.
+    timeout : float or None
+        Seconds to wait; ``None`` waits for ever.
+
+    Returns
+    -------
+    tuple of (Build, dict) or None
+        The build (now cached in ``root``) and its timings (``seconds``: compile step,
+        ``call_s``: the whole :func:`~llmchip.tb.sim.build` call), or ``None`` if it
+        timed out.
+
+    Raises
+    ------
+    BenchError
+        If the build failed, was not fresh, or its process died.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_build_worker, args=(config.to_dict(), sim, str(root), send),
+                       daemon=True)
+    proc.start()
+    send.close()
+    try:
+        if not recv.poll(timeout):
+            return None
+        try:
+            result = recv.recv()
+        except EOFError:
+            proc.join(10)
+            raise BenchError(f"{sim} build process died (exit code {proc.exitcode})") from None
+        proc.join()
+    finally:
+        if proc.is_alive():
+            _stop(proc)
+        recv.close()
+    if "error" in result:
+        raise BenchError(f"{sim} build failed: {result['error']}")
+    if result["cached"]:
+        raise BenchError(f"{sim} build came from the cache in {root}; expected a fresh build")
+    return build(config, sim, root=root), result
+
+
 def bench_size(n: int, args: argparse.Namespace, root: Path, bar: tqdm) -> dict:
     """Benchmark one ``n x n`` array and return its record.
 
@@ -215,25 +304,29 @@ def bench_size(n: int, args: argparse.Namespace, root: Path, bar: tqdm) -> dict:
     bar.update()
 
     builds, record["build"] = {}, {}
+    timeout = args.build_timeout or None
     for sim in args.sims:
         bar.set_description(f"{n}x{n} {sim} build")
-        t0 = time.perf_counter()
         try:
-            b = build(config, sim, root=root)
-        except SimulationError as exc:
-            raise BenchError(f"{n}x{n} {args.dataflow}: {sim} build failed") from exc
-        call_s = time.perf_counter() - t0
-        if b.cached:
-            raise BenchError(f"{n}x{n} {sim}: build came from the cache in {root}; "
-                             "expected a fresh build")
-        builds[sim] = b
-        # "seconds" is the simulator's compile step; "call_s" adds the Verilog generation
-        # and file writing that build() does first.
-        record["build"][sim] = {"seconds": b.seconds, "call_s": call_s}
+            built = timed_build(config, sim, root, timeout)
+        except BenchError as exc:
+            raise BenchError(f"{n}x{n} {args.dataflow}: {exc}") from None
+        if built is None:
+            record["build"][sim] = {"seconds": None, "timed_out": True, "timeout_s": timeout}
+        else:
+            builds[sim], times = built
+            # "seconds" is the simulator's compile step; "call_s" adds the Verilog
+            # generation and file writing that build() does first.
+            record["build"][sim] = {"seconds": times["seconds"], "call_s": times["call_s"],
+                                    "timed_out": False}
         bar.update()
 
     record["sim"] = {}
     for sim in args.sims:
+        if sim not in builds:
+            record["sim"][sim] = None
+            bar.update(args.repeat)
+            continue
         target = args.icarus_cycles if sim == "icarus" and args.icarus_cycles else args.cycles
         tiles = make_tiles(config, target, np.random.default_rng([args.seed, n]))
         runs = []
@@ -245,7 +338,7 @@ def bench_size(n: int, args: argparse.Namespace, root: Path, bar: tqdm) -> dict:
                                 b=builds[sim])
             except SimulationError as exc:
                 raise BenchError(f"{n}x{n} {args.dataflow}: {sim} run {r + 1} failed or is "
-                                 "not bit-exact") from exc
+                                 f"not bit-exact:\n{exc}") from exc
             run_s = time.perf_counter() - t0
             runs.append({"cycles": res["cycles"], "wall_s": res["wall_s"], "run_s": run_s,
                          "cycles_per_s": res["cycles"] / max(res["wall_s"], 1e-9)})
@@ -284,6 +377,12 @@ def _grid(titles: list[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
+def _build_cell(build_record: dict) -> str:
+    if build_record["timed_out"]:
+        return f"> {build_record['timeout_s']:.0f} (stopped)"
+    return f"{build_record['seconds']:.2f}"
+
+
 def format_table(records: list[dict], sims: list[str], header: dict) -> str:
     """Return the results as plain-text tables (generation and builds; simulation).
 
@@ -310,13 +409,16 @@ def format_table(records: list[dict], sims: list[str], header: dict) -> str:
     lines += _grid(
         ["N", "PEs", "Verilog lines", "generate s", *(f"{s} build s" for s in sims)],
         [[f"{r['n']}x{r['n']}", str(r["pes"]), str(r["verilog_lines"]),
-          f"{r['generate_s']:.2f}", *(f"{r['build'][s]['seconds']:.2f}" for s in sims)]
+          f"{r['generate_s']:.2f}", *(_build_cell(r["build"][s]) for s in sims)]
          for r in records])
     lines.append("")
     rows = []
     for r in records:
         for s in sims:
             m = r["sim"][s]
+            if m is None:
+                rows.append([f"{r['n']}x{r['n']}", s, "(not built)", *["-"] * 5])
+                continue
             rows.append([f"{r['n']}x{r['n']}", s, f"{m['tiles']} x {m['tile_length']}",
                          str(m["cycles"]), f"{m['cycles_per_s']:,.0f}",
                          f"{m['cycles_per_s'] * r['pes'] / 1e6:.2f}",
@@ -327,7 +429,7 @@ def format_table(records: list[dict], sims: list[str], header: dict) -> str:
         "",
         "generate s: verilog_text(); build s: fresh compile step of build() (no cache);",
         "tiles x rows: back-to-back tiles streamed at full rate; cycles: simulated cycles per",
-        "run; cycles/s: cycles / wall time of the testbench's cycle loop (loop s); MMAC/s:",
+        "run; cycles/s: cycles / wall time of the testbench's cycle loop (loop s); PE-Mcyc/s:",
         "cycles/s x PEs / 1e6 (simulated PE work per second); run s: whole run_array() call.",
     ]
     return "\n".join(lines) + "\n"
@@ -344,8 +446,8 @@ def main(argv: list[str] | None = None) -> int:
     Returns
     -------
     int
-        0 on success, 1 if a build or run failed or was not bit-exact, 2 if a simulator
-        is missing.
+        0 on success (also when a build was stopped by ``--build-timeout``), 1 if a
+        build or run failed or was not bit-exact, 2 if a simulator is missing.
     """
     args = parse_args(argv)
     try:
@@ -358,6 +460,9 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "dataflow": args.dataflow, "repeat": args.repeat, "versions": versions(),
     }
+    # Turn SIGTERM into SystemExit so a running build is stopped and the temporary folder
+    # removed on the way out.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     # Amaranth loads its WebAssembly Yosys on first use; keep that out of the first size.
     verilog_text(AcceleratorConfig(rows=1, cols=1, dataflow=args.dataflow))
 
@@ -371,12 +476,13 @@ def main(argv: list[str] | None = None) -> int:
                 records.append(bench_size(n, args, root, bar))
             except BenchError as exc:
                 bar.close()
-                print(f"bench_array: {exc}:\n{exc.__cause__}", file=sys.stderr)
+                print(f"bench_array: {exc}", file=sys.stderr)
                 return 1
     if args.json:
         doc = {**header, "cpus": os.cpu_count(), "machine": platform.machine(),
                "cycle_target": args.cycles, "icarus_cycle_target": args.icarus_cycles
-               or args.cycles, "seed": args.seed, "results": records}
+               or args.cycles, "build_timeout_s": args.build_timeout or None,
+               "seed": args.seed, "results": records}
         print(json.dumps(doc, indent=2))
     else:
         print(format_table(records, args.sims, header), end="")

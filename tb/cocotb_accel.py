@@ -1,9 +1,10 @@
 """cocotb testbench for the whole accelerator: AxiRam as DRAM, AxiLiteMaster on the CSRs.
 
 The job (JSON in ``LLMCHIP_STIM``) gives the DRAM image, the instruction ring, random
-back-pressure settings, optional error regions, and a list of *phases*: each phase rings
-the doorbell for a number of instructions (or pulses soft reset after some cycles) and
-waits for the interrupt or for idle. After every phase the testbench records STATUS,
+back-pressure settings, optional error regions, and a list of *phases*: each phase may
+clear the error regions and set the DMA window, then rings the doorbell for a number of
+instructions (``run``: waits for the interrupt) or rings it and pulses soft reset after
+some cycles (``soft_reset``: waits for STATUS.idle). After every phase the testbench records STATUS,
 ERROR_INFO, IRQ_STATUS, the performance counters and the requested DRAM regions; the
 Python side compares them with the golden model.
 """
@@ -47,19 +48,24 @@ class FaultyRam(AxiRam):
                 await _send(tr)
             channel.send = patched
 
+        # The bus-facing handlers live on the read and write interfaces, not on AxiRam.
+        read, write = self.read_if._read, self.write_if._write
+
+        async def checked_read(address, length):
+            self._check(address, length)
+            return await read(address, length)
+
+        async def checked_write(address, data):
+            self._check(address, len(data))
+            return await write(address, data)
+
+        self.read_if._read, self.write_if._write = checked_read, checked_write
+
     def _check(self, address, length):
         for lo, hi, kind in self.error_regions:
             if address < hi and address + length > lo:
                 self._decerr = kind == "decerr"
                 raise OSError(f"{kind} at {address:#x}")
-
-    async def _read(self, address, length):
-        self._check(address, length)
-        return await super()._read(address, length)
-
-    async def _write(self, address, data):
-        self._check(address, len(data))
-        return await super()._write(address, data)
 
 
 def _pause(rng: random.Random, prob: float):
@@ -130,6 +136,11 @@ async def run_program(dut):
     results = []
     for phase in job["phases"]:
         kind = phase["kind"]
+        if phase.get("clear_errors"):
+            ram.error_regions = []
+        if "window" in phase:
+            await csr.write_dword(reg["DRAM_BASE"], phase["window"][0])
+            await csr.write_dword(reg["DRAM_SIZE"], phase["window"][1])
         if kind == "run":
             for addr, data in phase.get("image", []):
                 ram.write(int(addr), bytes.fromhex(data))

@@ -111,7 +111,7 @@ def build(config: AcceleratorConfig, sim: str, *, top: str = "array",
                          info["seconds"], cached=True)
         if directory.exists():
             shutil.rmtree(directory)
-        gen = generate(config, directory / "src", top=top)
+        gen = generate(config, directory / "src", top=top, text=text)
         t0 = time.perf_counter()
         runner = get_runner(sim)
         sources = [gen.verilog] + ([LINT_WAIVERS] if sim == "verilator" else [])
