@@ -42,6 +42,17 @@ def _add_config_args(p: argparse.ArgumentParser, rows: int = 8, cols: int = 8) -
     g.add_argument("--acc-width", type=int, default=32, metavar="BITS",
                    help="signed accumulator width in bits, 2*in-width to 64; sums wrap "
                         "around (default 32: int32)")
+    g = p.add_argument_group("memories and bus (accelerator)")
+    g.add_argument("--sp-rows", type=int, default=1024, metavar="N",
+                   help="scratchpad rows of max(rows, cols) bytes, power of two (default 1024)")
+    g.add_argument("--sp-banks", type=int, default=2, metavar="N",
+                   help="scratchpad banks, power of two (default 2: double buffering)")
+    g.add_argument("--acc-rows", type=int, default=512, metavar="N",
+                   help="accumulator rows of cols x int32, power of two (default 512)")
+    g.add_argument("--param-rows", type=int, default=64, metavar="N",
+                   help="rows of per-channel requantization parameters (default 64)")
+    g.add_argument("--bus-bits", type=int, default=128, metavar="BITS",
+                   help="AXI4 data width of the DMA: 64, 128, 256 or 512 (default 128)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON document instead of the human summary")
 
@@ -49,7 +60,10 @@ def _add_config_args(p: argparse.ArgumentParser, rows: int = 8, cols: int = 8) -
 def _config(args: argparse.Namespace) -> AcceleratorConfig:
     try:
         return AcceleratorConfig(rows=args.rows, cols=args.cols, dataflow=args.dataflow,
-                                 in_width=args.in_width, acc_width=args.acc_width)
+                                 in_width=args.in_width, acc_width=args.acc_width,
+                                 sp_rows=args.sp_rows, sp_banks=args.sp_banks,
+                                 acc_rows=args.acc_rows, param_rows=args.param_rows,
+                                 bus_bits=args.bus_bits)
     except (TypeError, ValueError) as exc:
         raise _UsageError(str(exc)) from None
 
@@ -79,11 +93,22 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .rtl.generate import generate
 
     cfg = _config(args)
-    gen = generate(cfg, args.out)
+    try:
+        gen = generate(cfg, args.out, top=args.top)
+    except ValueError as exc:   # a config the accelerator does not support
+        raise _UsageError(str(exc)) from None
     if args.json:
         print(json.dumps(gen.summary(), indent=2))
         return 0
-    _print_table("llmchip generate", _describe(cfg) + [
+    extra = []
+    if args.top == "accelerator":
+        d = cfg.to_dict()["derived"]
+        extra = [("memories", f"scratchpad {d['sp_bytes'] // 1024} KiB in {cfg.sp_banks} "
+                              f"banks, accumulator {d['acc_bytes'] // 1024} KiB, "
+                              f"{cfg.param_rows} parameter rows"),
+                 ("bus", f"AXI4 {cfg.bus_bits}-bit DMA (bus__*), AXI4-Lite CSRs (csr__*), "
+                         f"irq")]
+    _print_table(f"llmchip generate ({args.top})", _describe(cfg) + extra + [
         ("verilog", f"{gen.verilog} ({gen.lines} lines, {gen.seconds:.2f} s, "
                     f"sha256 {gen.sha256[:12]})"),
         ("params", str(gen.params)),
@@ -179,11 +204,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"llmchip {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("generate", help="write the Verilog and params.json of an array",
-                       description="Elaborate a systolic array from the configuration below "
-                                   "and write <out>/llmchip_array.v plus <out>/params.json, "
-                                   "the sidecar that testbenches and software read.")
+    p = sub.add_parser("generate", help="write the Verilog, params.json and params.h",
+                       description="Elaborate the accelerator (or the bare array) from the "
+                                   "configuration below and write <out>/llmchip_<top>.v plus "
+                                   "<out>/params.json and <out>/params.h, the sidecars that "
+                                   "testbenches, software and firmware read.")
     _add_config_args(p)
+    p.add_argument("--top", choices=("accelerator", "array"), default="accelerator",
+                   help="accelerator: the whole accelerator (AXI4 DMA, AXI4-Lite CSRs, irq; "
+                        "default); array: the bare systolic array with stream ports")
     p.add_argument("--out", type=Path, required=True, metavar="DIR",
                    help="output folder (created if missing)")
     p.set_defaults(func=cmd_generate)

@@ -4,6 +4,9 @@ Any shape works (M, K, N >= 1; nothing needs to be a multiple of the array). The
 
 * N is split into blocks of ``cols`` output channels, M into blocks of up to ``m_tile``
   rows, K into steps of ``rows``.
+* When all of X fits in the scratchpad (and M in half the accumulator), X is loaded once
+  and each K step only loads a weight tile, which streams all M rows (the *resident*
+  schedule). Otherwise (the *streaming* schedule):
 * For each (N block, M block) every K step loads an activation tile (``m x rows`` bytes)
   and a weight tile (``rows x cols``) into one of two scratchpad buffers, then runs
   LOAD_W and MATMUL into one of two accumulator halves (overwrite on the first K step,
@@ -68,6 +71,7 @@ class GemmPlan:
     expected: np.ndarray
     macs: int
     dram_size: int
+    schedule: str = "streaming"
 
     def read_y(self, read) -> np.ndarray:
         """Return Y (int8, ``m x n``) using ``read(addr, nbytes) -> bytes``."""
@@ -109,6 +113,10 @@ def plan_gemm(config: AcceleratorConfig, x: np.ndarray, w: np.ndarray, bias: np.
     expected = golden.requantize(golden.matmul(x, w), bias, mult, shift,
                                  zero_point=zero_point, relu=relu)
 
+    if config.param_rows < 4:
+        # A parameter row is reloaded four N blocks later; the tokens guarantee the store
+        # that used it has finished by then, not two blocks later.
+        raise ValueError(f"the tiler needs param_rows >= 4, not {config.param_rows}")
     sp_half = config.sp_rows // 2
     acc_half = config.acc_rows // 2
     limit = min(sp_half - R, acc_half, 256)
@@ -141,6 +149,25 @@ def plan_gemm(config: AcceleratorConfig, x: np.ndarray, w: np.ndarray, bias: np.
 
     # Program.
     prog: list[int] = [isa.encode("config", zero_point=zero_point, relu=int(relu))]
+    kblocks = _ceil_div(k, R)
+    resident = m <= acc_half and m * kblocks + 2 * R <= config.sp_rows and m_tile is None
+    args = (config, prog, m, k, n, x_addr, w_addr, p_addr, y_addr, prow)
+    if resident:
+        _resident_schedule(*args)
+    else:
+        _streaming_schedule(*args, mt, limit)
+    prog.append(isa.encode("end"))
+    image.add(prog_addr, isa.assemble(prog))
+    return GemmPlan(config, m, k, n, prog, image, prog_addr, y_addr, expected, m * k * n,
+                    _align(image.end, 4096), "resident" if resident else "streaming")
+
+
+def _streaming_schedule(config, prog, m, k, n, x_addr, w_addr, p_addr, y_addr, prow, mt,
+                        limit):
+    """Reload activation and weight tiles for every K step (any size fits)."""
+    R, C = config.rows, config.cols
+    sp_half, acc_half = config.sp_rows // 2, config.acc_rows // 2
+    nb = _ceil_div(n, C)
     steps = []   # (nb, mb, kb)
     mblocks = _ceil_div(m, mt)
     kblocks = _ceil_div(k, R)
@@ -158,9 +185,9 @@ def plan_gemm(config: AcceleratorConfig, x: np.ndarray, w: np.ndarray, bias: np.
         kk = min(R, k - kb * R)
         cc = min(C, n - b * C)
         if b != param_row:
-            # Parameter rows are used by STOREs; a LOAD into row b % param_rows is safe once
-            # every STORE that read that row's previous contents has run. Blocks of one N
-            # column share a row, and loads run at most two steps ahead of the matmuls.
+            # A LOAD into row b % param_rows overwrites the row of block b - param_rows;
+            # loads run at most two steps ahead of the matmuls, whose tokens imply that
+            # store has finished (param_rows >= 4).
             prog.append(isa.encode("load", mem=isa.Mem.PARAMS, rows=1, row_bytes=prow,
                                    dram_addr=p_addr + b * prow, dram_stride=prow,
                                    sram_addr=b % config.param_rows))
@@ -184,7 +211,44 @@ def plan_gemm(config: AcceleratorConfig, x: np.ndarray, w: np.ndarray, bias: np.
                                    param_addr=b % config.param_rows,
                                    dram_addr=y_addr + mb * mt * n + b * C, dram_stride=n,
                                    pop_prev=True, push_prev=blk < n_blocks - 2))
-    prog.append(isa.encode("end"))
-    image.add(prog_addr, isa.assemble(prog))
-    return GemmPlan(config, m, k, n, prog, image, prog_addr, y_addr, expected, m * k * n,
-                    _align(image.end, 4096))
+
+
+def _resident_schedule(config, prog, m, k, n, x_addr, w_addr, p_addr, y_addr, prow):
+    """Load all of X once (it fits in the scratchpad), then stream weight tiles past it.
+
+    Scratchpad: K slice ``kb`` of X in rows ``kb * m .. kb * m + m - 1``; two weight
+    buffers of ``rows`` rows at the top. Each weight tile streams all ``m`` activation
+    rows into one accumulator half; the store of N block ``b`` overlaps the matmuls of
+    block ``b + 1``.
+    """
+    R, C = config.rows, config.cols
+    acc_half = config.acc_rows // 2
+    kblocks, nblocks = _ceil_div(k, R), _ceil_div(n, C)
+    w_buf = [config.sp_rows - 2 * R, config.sp_rows - R]
+    for kb in range(kblocks):
+        prog.append(isa.encode("load", mem=isa.Mem.SCRATCHPAD, rows=m,
+                               row_bytes=min(R, k - kb * R), dram_addr=x_addr + kb * R,
+                               dram_stride=k, sram_addr=kb * m))
+    steps = [(b, kb) for b in range(nblocks) for kb in range(kblocks)]
+    for s, (b, kb) in enumerate(steps):
+        cc = min(C, n - b * C)
+        if kb == 0:
+            prog.append(isa.encode("load", mem=isa.Mem.PARAMS, rows=1, row_bytes=prow,
+                                   dram_addr=p_addr + b * prow, dram_stride=prow,
+                                   sram_addr=b % config.param_rows))
+        prog.append(isa.encode("load", mem=isa.Mem.SCRATCHPAD, rows=min(R, k - kb * R),
+                               row_bytes=cc, dram_addr=w_addr + kb * R * n + b * C,
+                               dram_stride=n, sram_addr=w_buf[s % 2], pop_next=s >= 2,
+                               push_next=True))
+        acc_base = (b % 2) * acc_half
+        last_k = kb == kblocks - 1
+        prog.append(isa.encode("load_w", sp_addr=w_buf[s % 2], sp_stride=1, pop_prev=True))
+        prog.append(isa.encode("matmul", sp_addr=kb * m, sp_stride=1, rows=m,
+                               acc_addr=acc_base, accumulate=int(kb > 0),
+                               pop_next=kb == 0 and b >= 2,
+                               push_prev=s < len(steps) - 2, push_next=last_k))
+        if last_k:
+            prog.append(isa.encode("store", rows=m, cols=cc, acc_addr=acc_base,
+                                   param_addr=b % config.param_rows,
+                                   dram_addr=y_addr + b * C, dram_stride=n, pop_prev=True,
+                                   push_prev=b < nblocks - 2))

@@ -64,8 +64,11 @@ def test_random_gemms_with_backpressure(name, sim, seed, rng):
     b = accel(name, sim)
     shapes = [(1, 1, 1), (int(rng.integers(2, 12)), int(rng.integers(cfg.rows + 1, 17)),
                           int(rng.integers(cfg.cols + 1, 14)))]
-    for m, k, n in shapes:
-        plan = random_plan(cfg, rng, m, k, n, m_tile=max(1, m // 2))
+    schedules = set()
+    for (m, k, n), m_tile in zip(shapes + shapes[1:], [None, max(1, shapes[1][0] // 2), None],
+                                 strict=True):
+        plan = random_plan(cfg, rng, m, k, n, m_tile=m_tile)
+        schedules.add(plan.schedule)
         res = run_job(b, gemm_job(plan, seed=seed, pause=0.3))
         ph = res["phases"][0]
         y = read_region(ph, plan.y_addr, (m, n))
@@ -75,6 +78,7 @@ def test_random_gemms_with_backpressure(name, sim, seed, rng):
         for counter, value in expected_counters(plan).items():
             assert ph[counter] == value, counter
         assert ph["PERF_CYCLES"] >= ph["PERF_BUSY"] >= ph["PERF_ARRAY_BUSY"]
+    assert schedules == {"resident", "streaming"}
 
 
 def _faulty_job(plan, **kw):

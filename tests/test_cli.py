@@ -41,12 +41,13 @@ def test_argparse_rejects_non_numbers(capsys):
 
 
 def test_generate_summary_and_json(tmp_path, capsys):
-    assert main(["generate", "--rows", "4", "--cols", "2", "--out", str(tmp_path / "a")]) == 0
+    assert main(["generate", "--top", "array", "--rows", "4", "--cols", "2",
+                 "--out", str(tmp_path / "a")]) == 0
     out = capsys.readouterr().out
     assert "4x2 weight-stationary" in out and "latency        6 cycles" in out
     assert (tmp_path / "a" / "llmchip_array.v").exists()
-    assert main(["generate", "--rows", "3", "--cols", "3", "--dataflow", "os", "--json",
-                 "--out", str(tmp_path / "b")]) == 0
+    assert main(["generate", "--top", "array", "--rows", "3", "--cols", "3", "--dataflow",
+                 "os", "--json", "--out", str(tmp_path / "b")]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["config"]["dataflow"] == "os" and data["derived"]["latency"] == 6
     assert (tmp_path / "b" / "params.json").exists()
@@ -64,3 +65,21 @@ def test_demo_runs_a_checked_matmul(tmp_path, sim):
     assert data["bit_exact"] and data["mismatches"] == 0 and data["results"] == 30
     assert data["cycles"] == data["formula_cycles"]
     assert data["seed"] == 7 and data["tiles"] == 6
+
+
+def test_generate_accelerator_by_default(tmp_path, capsys):
+    assert main(["generate", "--rows", "4", "--cols", "4", "--sp-rows", "64", "--acc-rows",
+                 "32", "--bus-bits", "64", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "llmchip generate (accelerator)" in out and "AXI4 64-bit DMA" in out
+    text = (tmp_path / "llmchip_accelerator.v").read_text()
+    assert "module llmchip_accelerator(" in text and "csr__awaddr" in text
+    params = json.loads((tmp_path / "params.json").read_text())
+    assert params["config"]["bus_bits"] == 64 and params["module"] == "llmchip_accelerator"
+
+
+def test_accelerator_rejects_os_dataflow(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["generate", "--dataflow", "os", "--out", str(tmp_path)])
+    assert info.value.code == 2
+    assert "the accelerator needs dataflow = 'ws', not 'os'" in capsys.readouterr().err
