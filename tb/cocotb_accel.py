@@ -116,8 +116,11 @@ async def run_program(dut):
     csr = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "csr_"), dut.clk, dut.rst)
     pause = job.get("pause", 0.0)
     if pause:
+        # Random stalls on every channel of both buses: DRAM responses and the CSR master.
         for ch in (ram.write_if.aw_channel, ram.write_if.w_channel, ram.write_if.b_channel,
-                   ram.read_if.ar_channel, ram.read_if.r_channel):
+                   ram.read_if.ar_channel, ram.read_if.r_channel,
+                   csr.write_if.aw_channel, csr.write_if.w_channel, csr.write_if.b_channel,
+                   csr.read_if.ar_channel, csr.read_if.r_channel):
             ch.set_pause_generator(_pause(random.Random(rng.random()), pause))
     await ClockCycles(dut.clk, 4)
     dut.rst.value = 0

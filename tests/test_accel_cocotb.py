@@ -202,3 +202,35 @@ def test_hand_written_program_accumulator_load_fence_store(sim, seed, rng):
     want = np.clip(golden.matmul(x, w) + pre, -128, 127)
     np.testing.assert_array_equal(read_region(ph, base_y, (3, 4)), want)
     assert ph["STATUS"] & 0xFF07 == 0b110
+
+
+@pytest.mark.parametrize("sim", SIMS)
+def test_instruction_ring_wraps_across_doorbells(sim, seed, rng):
+    """Two programs back to back in a small ring: the second wraps past the ring's end."""
+    cfg = CONFIGS["4x4-bus128"]
+    ring = 8192
+    first = random_plan(cfg, rng, 3, 5, 4)
+    second = random_plan(cfg, rng, 2, 7, 6, base=ring + 4096)   # data above the ring
+    n1, n2 = len(first.program), len(second.program)
+    size = n1 + n2 - 2                 # the second program wraps: it ends in slot 1
+    assert size > max(n1, n2)
+
+    def slots(program, start):
+        return [[ring + 16 * ((start + i) % size), isa.assemble([w]).hex()]
+                for i, w in enumerate(program)]
+
+    job = gemm_job(first, seed=seed, pause=0.2)
+    job["dram_size"] = job["dram_window"] = second.dram_size
+    job["iq_base"], job["iq_size"] = ring, size
+    job["image"] += slots(first.program, 0)
+    job["phases"].append({
+        "kind": "run", "tail": (n1 + n2) % size, "limit": 40000,
+        "image": [[a, d.hex()] for a, d in second.image.regions.items()
+                  if a != second.prog_addr] + slots(second.program, n1),
+        "read": [[second.y_addr, second.m * second.n]]})
+    first_ph, second_ph = run_job(accel("4x4-bus128", sim), job)["phases"]
+    np.testing.assert_array_equal(read_region(first_ph, first.y_addr, (3, 4)), first.expected)
+    np.testing.assert_array_equal(read_region(second_ph, second.y_addr, (2, 6)),
+                                  second.expected)
+    assert second_ph["IQ_HEAD"] == (n1 + n2) % size
+    assert second_ph["STATUS"] & 0xFF07 == 0b110
