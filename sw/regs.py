@@ -11,7 +11,7 @@ import enum
 from dataclasses import dataclass
 
 __all__ = ["Access", "Field", "Register", "REGISTERS", "by_name", "ID_MAGIC", "VERSION",
-           "ErrorCode", "IRQ_DONE", "IRQ_ERROR"]
+           "ErrorCode", "IRQ_DONE", "IRQ_ERROR", "fields_of"]
 
 #: Value of the ID register: ASCII "LLMC".
 ID_MAGIC = 0x4C4C4D43
@@ -141,6 +141,11 @@ def by_name(name: str) -> Register:
         return _BY_NAME[name]
     except KeyError:
         raise KeyError(f"no register named {name!r}") from None
+
+
+def fields_of(name: str, value: int) -> dict[str, int]:
+    """Split a register value into its named fields (how software reads CFG_* registers)."""
+    return {f.name: (value >> f.lsb) & ((1 << f.width) - 1) for f in by_name(name).fields}
 
 
 def _check() -> None:

@@ -91,7 +91,8 @@ async def _wait(dut, csr, what: str, limit: int) -> int:
 
 async def _snapshot(csr, ram, regions):
     out = {}
-    for name in ("STATUS", "ERROR_INFO", "IRQ_STATUS", "IQ_HEAD"):
+    for name in ("STATUS", "ERROR_INFO", "IRQ_STATUS", "IQ_HEAD", "ID", "VERSION",
+                 "CFG_ARRAY", "CFG_WIDTHS", "CFG_SP", "CFG_SP_ROW", "CFG_ACC"):
         out[name] = await csr.read_dword(regs.by_name(name).offset)
     for r in regs.REGISTERS:
         if r.name.startswith("PERF_") and r.name.endswith("_LO"):

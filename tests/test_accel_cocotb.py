@@ -79,6 +79,15 @@ def test_random_gemms_with_backpressure(name, sim, seed, rng):
             assert ph[counter] == value, counter
         assert ph["PERF_CYCLES"] >= ph["PERF_BUSY"] >= ph["PERF_ARRAY_BUSY"]
     assert schedules == {"resident", "streaming"}
+    # Software discovers the configuration from the hardware.
+    assert ph["ID"] == regs.ID_MAGIC
+    assert regs.fields_of("CFG_ARRAY", ph["CFG_ARRAY"]) == {"rows": cfg.rows, "cols": cfg.cols,
+                                                            "dataflow": 0}
+    assert regs.fields_of("CFG_WIDTHS", ph["CFG_WIDTHS"]) == {
+        "in_width": 8, "acc_width": 32, "bus_bits": cfg.bus_bits}
+    assert regs.fields_of("CFG_SP", ph["CFG_SP"]) == {"rows": cfg.sp_rows,
+                                                      "banks": cfg.sp_banks}
+    assert ph["CFG_SP_ROW"] == cfg.sp_row_bytes and ph["CFG_ACC"] == cfg.acc_rows
 
 
 def _faulty_job(plan, **kw):
