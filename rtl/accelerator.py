@@ -189,7 +189,7 @@ class Accelerator(wiring.Component):
                                   | (cp.error << 8))
         with m.If(csr.ctrl_soft_reset):
             m.d.sync += resetting.eq(1)
-        m.d.comb += dma.abort.eq(resetting)
+        m.d.comb += dma.abort_req.eq(resetting)
         with m.If(resetting & dma.idle):
             m.d.comb += unit_rst.eq(1)
             m.d.sync += resetting.eq(0)

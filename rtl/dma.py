@@ -161,7 +161,8 @@ class DmaConfig:
     @property
     def read_buffer(self) -> int:
         """Beats of read data buffered: room for every outstanding burst at full length."""
-        return max(2, self.max_burst * self.max_outstanding)
+        # At least 4: smaller Amaranth FIFOs have zero-width pointers (`[-1:0]` in Verilog).
+        return max(4, self.max_burst * self.max_outstanding)
 
     @property
     def row_queue(self) -> int:
@@ -472,7 +473,7 @@ class AxiDma(wiring.Component):
         ``error``: a :class:`DmaError` code, one beat per command, in command order.
     ``window_base`` (in, ``A``), ``window_size`` (in, ``A + 1``)
         The byte range commands may touch; sampled while a command is checked.
-    ``abort`` (in), ``idle`` (out)
+    ``abort_req`` (in), ``idle`` (out)
         Stop and flush both engines; no command active and nothing on the bus.
     ``bytes_read``, ``bytes_written`` (out, 32)
         Row bytes moved over the bus (wrapping counters).
@@ -496,7 +497,7 @@ class AxiDma(wiring.Component):
             "wr_done": Out(stream.Signature(DONE_LAYOUT)),
             "window_base": In(a),
             "window_size": In(a + 1),
-            "abort": In(1),
+            "abort_req": In(1),
             "idle": Out(1),
             "bytes_read": Out(32),
             "bytes_written": Out(32),
@@ -532,13 +533,13 @@ class AxiDma(wiring.Component):
         pending = Signal(range(cfg.max_pending + 1), name=f"{name}_pending")
         aborting = Signal(name=f"{name}_aborting")
         mode = Signal(name=f"{name}_abort_mode")
-        m.d.comb += mode.eq(self.abort | aborting)
+        m.d.comb += mode.eq(self.abort_req | aborting)
         m.d.sync += pending.eq(pending + (cmd.valid & cmd.ready) - (done.valid & done.ready))
         # Completion registers are loaded here (aborts) and by the engines, which come later
         # and therefore take priority; the clear on acceptance comes first.
         with m.If(done.valid & done.ready):
             m.d.sync += done.valid.eq(0)
-        with m.If(self.abort):
+        with m.If(self.abort_req):
             m.d.sync += aborting.eq(1)
         with m.Elif(quiet & _is_zero(pending)):
             m.d.sync += aborting.eq(0)
@@ -602,6 +603,13 @@ class AxiDma(wiring.Component):
         ]
 
         # Data path: realign bus beats into stream beats, one row descriptor at a time.
+        # `prev` holds bus beat j of the row and the buffer's head is beat j + 1; stream
+        # beat j is their pair shifted down by o bytes. A row starts by taking its first
+        # bus beat into `prev` (a cycle without output), except that an aligned row with
+        # `prev` empty passes beats straight through. A row whose last stream beat needs no
+        # new bus beat takes the next row's first beat in that cycle instead, so that short
+        # unaligned rows cost no extra cycle; that beat's error belongs to the next bus row
+        # and waits in `carry` (rows in between are not bus rows and have no bus beats).
         d = _row_layout(cfg)(rowq.r_data)
         cur = buf.r_data[:d_bits]
         beat_err = Signal(3)
@@ -609,6 +617,7 @@ class AxiDma(wiring.Component):
 
         have_prev = Signal()
         prev = Signal(d_bits)
+        carry = Signal(3)
         oi = Signal(cfg.row_beats_width)             # stream beat index in the row
         err_acc = Signal(3)
         out_valid, out_last = Signal(), Signal()
@@ -621,7 +630,8 @@ class AxiDma(wiring.Component):
         last_out = Signal()
         cmd_end = Signal()
         absorb = Signal()      # take the row's first bus beat without emitting
-        consumes = Signal()
+        consumes = Signal()    # this row's next bus beat is taken
+        flush = Signal()       # the row's last stream beat comes from `prev` alone
         emits = Signal()
         none_row = Signal()
         last_held = Signal()   # a command's last beat waits: its completion follows it
@@ -632,19 +642,21 @@ class AxiDma(wiring.Component):
             last_out.eq(oi == d.nout_m1),
             cmd_end.eq(last_out & d.last),
             absorb.eq(bus_row & d.o.any() & ~have_prev),
-            consumes.eq(bus_row & (absorb | _is_zero(d.o) | d.extra | ~last_out)),
+            consumes.eq(bus_row & (~have_prev | ~last_out | d.extra)),
+            flush.eq(bus_row & have_prev & last_out & ~d.extra),
             none_row.eq(d.kind == _Kind.NONE),
             emits.eq(~absorb & ~none_row),
             last_held.eq(out_valid & out_last),
             go.eq(~mode & rowq.r_rdy & (~consumes | buf.r_rdy)
                   & (~emits | ~out_valid | (self.rd_data.valid & self.rd_data.ready))
                   & (~none_row | (~last_held & (~done.valid | done.ready)))),
-            new_err.eq(_first(err_acc, Mux(consumes, beat_err, 0))),
+            new_err.eq(_first(err_acc, _first(Mux(bus_row, carry, 0),
+                                              Mux(consumes, beat_err, 0)))),
         ]
 
         # Stream lane k is row byte k: bus lane k + o of this beat pair.
         shifted = Signal(d_bits)
-        pair = Cat(Mux(d.o.any(), prev, cur), cur)
+        pair = Cat(Mux(have_prev, prev, cur), cur)
         m.d.comb += shifted.eq(_shift_bytes(pair, d.o, right=True)[:d_bits])
         beat_data = Signal(d_bits)
         for k in range(nb):
@@ -656,9 +668,12 @@ class AxiDma(wiring.Component):
 
         with m.If(mode):
             m.d.comb += [buf.r_en.eq(1), rowq.r_en.eq(1)]
-            m.d.sync += [out_valid.eq(0), have_prev.eq(0), oi.eq(0), err_acc.eq(0)]
+            m.d.sync += [out_valid.eq(0), have_prev.eq(0), oi.eq(0), err_acc.eq(0),
+                         carry.eq(0)]
         with m.Elif(go):
             m.d.comb += buf.r_en.eq(consumes)
+            with m.If(bus_row):
+                m.d.sync += carry.eq(0)
             with m.If(absorb):
                 m.d.sync += [prev.eq(cur), have_prev.eq(1), err_acc.eq(new_err)]
             with m.Else():
@@ -672,7 +687,12 @@ class AxiDma(wiring.Component):
                     m.d.sync += prev.eq(cur)
                 with m.If(last_out | none_row):
                     m.d.comb += rowq.r_en.eq(1)
-                    m.d.sync += [oi.eq(0), have_prev.eq(0)]
+                    m.d.sync += oi.eq(0)
+                    with m.If(bus_row):
+                        m.d.sync += have_prev.eq(0)
+                    with m.If(flush & buf.r_rdy):
+                        m.d.comb += buf.r_en.eq(1)
+                        m.d.sync += [prev.eq(cur), have_prev.eq(1), carry.eq(beat_err)]
                 with m.Else():
                     m.d.sync += oi.eq(oi + 1)
                 with m.If(none_row):
@@ -711,7 +731,7 @@ class AxiDma(wiring.Component):
                                                depth=cfg.row_queue)
         # Bursts whose address was accepted (W beats may follow), and bursts whose W beats
         # were all sent (a B response will follow) or commands that need no response.
-        m.submodules.wr_bursts = bq = SyncFIFO(width=8, depth=mo)
+        m.submodules.wr_bursts = bq = SyncFIFO(width=8, depth=max(2, mo))
         m.submodules.wr_resps = cq = SyncFIFO(width=_RESP_LAYOUT.size, depth=mo + 2)
 
         bursts = Signal(range(mo + 1), name="wr_bursts")
@@ -787,7 +807,7 @@ class AxiDma(wiring.Component):
         m.d.comb += w_data.eq(_shift_bytes(Cat(prev, cur), d.o, right=False)[d_bits:])
         first = _is_zero(wi)
         for k in range(nb):
-            after_start = (first ^ 1) | (d.o <= k) if k < nb - 1 else 1
+            after_start = ~first | (d.o <= k) if k < nb - 1 else 1
             before_end = (~row_last_bus | (d.tail >= k)) if k else 1
             m.d.comb += w_strb[k].eq(after_start & before_end)
 

@@ -1,53 +1,42 @@
-"""Stream layouts and error codes of the DMA engine's command and data ports.
+"""The DMA's port layouts and error codes, as the units that use the DMA see them.
 
-Shared by the DMA and the units that use it (load, store, command processor), so their
-ports connect with ``wiring.connect``.
+One definition lives in :mod:`llmchip.rtl.dma`; this module names it for the load unit,
+store unit and command processor (so their ports connect with ``wiring.connect``) and maps
+DMA errors to the accelerator's ``STATUS.error`` codes.
 """
 
 from __future__ import annotations
 
-import enum
-
-from amaranth.hdl import Mux, unsigned
-from amaranth.lib import data
+from amaranth.hdl import Mux
 
 from llmchip.sw import regs
+
+from .dma import DONE_LAYOUT, DmaError, command_layout, read_data_layout, write_data_layout
 
 __all__ = ["DmaError", "dma_cmd_layout", "dma_data_layout", "dma_done_layout", "error_code"]
 
 
-class DmaError(enum.IntEnum):
-    """Completion status of one DMA command."""
-
-    OK = 0
-    SLVERR = 1         #: a response was SLVERR
-    DECERR = 2         #: a response was DECERR
-    OUT_OF_WINDOW = 3  #: a byte outside [window_base, window_base + window_size)
-    BAD_COMMAND = 4    #: rows == 0 or row_bytes == 0
-    ABORTED = 5        #: stopped by ``abort``
-
-
-def dma_cmd_layout(addr_width: int = 32) -> data.StructLayout:
+def dma_cmd_layout(addr_width: int = 32):
     """A 2D transfer: ``rows`` rows of ``row_bytes`` bytes, row r at ``addr + r * stride``."""
-    return data.StructLayout({"addr": unsigned(addr_width), "rows": unsigned(16),
-                              "row_bytes": unsigned(16), "stride": unsigned(addr_width)})
+    return command_layout(addr_width)
 
 
-def dma_data_layout(bus_bytes: int, last: bool = True) -> data.StructLayout:
-    """One data beat: ``bus_bytes`` bytes, row byte 0 in lane 0 of a row's first beat."""
-    members = {"data": data.ArrayLayout(unsigned(8), bus_bytes)}
-    if last:
-        members["last"] = unsigned(1)
-    return data.StructLayout(members)
+def dma_data_layout(bus_bytes: int, last: bool = True):
+    """One data beat of ``bus_bytes`` bytes (``last`` only on the read side)."""
+    return read_data_layout(8 * bus_bytes) if last else write_data_layout(8 * bus_bytes)
 
 
-def dma_done_layout() -> data.StructLayout:
+def dma_done_layout():
     """Completion of one command."""
-    return data.StructLayout({"error": unsigned(3)})
+    return DONE_LAYOUT
 
 
 def error_code(dma_error):
-    """Map a :class:`DmaError` value (an Amaranth value) to a ``regs.ErrorCode`` value."""
+    """Map a :class:`DmaError` value (an Amaranth value) to a ``regs.ErrorCode`` value.
+
+    ``ABORTED`` maps to ``NONE``: commands are only aborted by a soft reset, which is not a
+    fault of the program.
+    """
     return Mux(dma_error == DmaError.SLVERR, regs.ErrorCode.DMA_SLVERR,
                Mux(dma_error == DmaError.DECERR, regs.ErrorCode.DMA_DECERR,
                    Mux(dma_error == DmaError.OUT_OF_WINDOW, regs.ErrorCode.DMA_WINDOW,
