@@ -9,22 +9,16 @@ reads or writes lives here too, shared by the cocotb bench and the Amaranth-simu
 from __future__ import annotations
 
 import dataclasses
-import fcntl
-import hashlib
 import json
-import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from amaranth.back import verilog
-from amaranth.hdl import Signal, Value
 
 from llmchip.rtl.dma import AxiDma, DmaConfig, DmaError
-from llmchip.rtl.generate import LINT_WAIVERS
+from llmchip.rtl.generate import component_ports
 
-from . import toolchain
-from .sim import TIMESCALE, SimulationError, _build_args, _tail, cache_root, run_cocotb
+from .sim import cached_build, run_cocotb
 
 __all__ = ["MODULE", "DmaBuild", "dma_verilog", "dma_params", "build_dma", "run_dma",
            "command_code", "region_code", "row_beats", "expected_read", "apply_write",
@@ -41,9 +35,7 @@ def dma_verilog(config: DmaConfig) -> str:
     does for the array: ``bus__awaddr``, ``rd_cmd__payload``, ... next to ``clk``/``rst``.
     """
     dut = AxiDma(**dataclasses.asdict(config))
-    ports = [Value.cast(value) for _, _, value in dut.signature.flatten(dut)]
-    ports = [value for value in ports if isinstance(value, Signal)]
-    return verilog.convert(dut, name=MODULE, ports=ports, emit_src=False)
+    return verilog.convert(dut, name=MODULE, ports=component_ports(dut), emit_src=False)
 
 
 def dma_params(config: DmaConfig) -> dict:
@@ -78,44 +70,19 @@ def build_dma(config: DmaConfig, sim: str, *, root: Path | None = None) -> DmaBu
     SimulationError
         If compilation fails (the message holds the end of the build log).
     """
-    from cocotb_tools.runner import get_runner
-
-    toolchain.require(sim)
     text = dma_verilog(config)
-    args = _build_args(sim)
-    tool = toolchain.versions()[sim]
-    sidecar = json.dumps(dma_params(config), sort_keys=True)
-    key = hashlib.sha256("\0".join([text, sidecar, sim, tool, *args,
-                                    LINT_WAIVERS.read_text()]).encode()).hexdigest()[:20]
-    root = Path(root) if root else cache_root()
-    directory = root / f"dma-{config.data_width}b-{sim}-{key}"
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    stamp = directory / "build.json"
-    with open(directory.parent / f".{directory.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if stamp.exists():
-            info = json.loads(stamp.read_text())
-            return DmaBuild(config, sim, MODULE, directory, key, info["seconds"], cached=True)
-        if directory.exists():
-            shutil.rmtree(directory)
-        src = directory / "src"
-        src.mkdir(parents=True)
+    sidecar = dma_params(config)
+
+    def write_sources(src: Path) -> Path:
+        (src / "params.json").write_text(json.dumps(sidecar, sort_keys=True))
         vpath = src / f"{MODULE}.v"
         vpath.write_text(text)
-        (src / "params.json").write_text(sidecar)
-        t0 = time.perf_counter()
-        log = directory / "build.log"
-        sources = [vpath] + ([LINT_WAIVERS] if sim == "verilator" else [])
-        try:
-            get_runner(sim).build(sources=sources, hdl_toplevel=MODULE,
-                                  build_dir=directory / "obj", build_args=args,
-                                  timescale=TIMESCALE, log_file=log, always=True)
-        except (RuntimeError, SystemExit) as exc:
-            raise SimulationError(f"{sim} build of {config} failed:\n{_tail(log)}") from exc
-        seconds = time.perf_counter() - t0
-        stamp.write_text(json.dumps({"module": MODULE, "seconds": seconds, "tool": tool,
-                                     "sha256": hashlib.sha256(text.encode()).hexdigest()}))
-        return DmaBuild(config, sim, MODULE, directory, key, seconds, cached=False)
+        return vpath
+
+    directory, key, seconds, cached = cached_build(
+        text=text, sidecar=sidecar, module=MODULE, label=f"dma-{config.data_width}b",
+        sim=sim, root=root, write_sources=write_sources)
+    return DmaBuild(config, sim, MODULE, directory, key, seconds, cached)
 
 
 def run_dma(b: DmaBuild, job: dict) -> dict:

@@ -26,7 +26,8 @@ from llmchip.rtl.generate import LINT_WAIVERS, generate, verilog_text
 
 from . import toolchain
 
-__all__ = ["SimulationError", "Build", "cache_root", "build", "run_cocotb", "run_array"]
+__all__ = ["SimulationError", "Build", "cache_root", "cached_build", "build", "run_cocotb",
+           "run_array"]
 
 # One cycle is 10 ns in every testbench; Icarus needs the timescale spelled out.
 TIMESCALE = ("1ns", "1ps")
@@ -76,6 +77,71 @@ def _build_args(sim: str) -> list[str]:
     return ["-g2005"]
 
 
+def cached_build(*, text: str, sidecar: dict, module: str, label: str, sim: str,
+                 write_sources, root: Path | None = None):
+    """Compile Verilog ``text`` for ``sim`` unless an identical build is cached.
+
+    The cache key covers the Verilog, the sidecar, the simulator and its version, the build
+    options and the lint waivers; a file lock makes concurrent builders wait for each other.
+
+    Parameters
+    ----------
+    text : str
+        The Verilog.
+    sidecar : dict
+        The ``params.json`` content (part of the key).
+    module : str
+        Top module name.
+    label : str
+        Readable prefix of the cache folder name.
+    sim : {"icarus", "verilator"}
+    write_sources : callable
+        ``write_sources(src_dir)`` writes the Verilog (and sidecars) into ``src_dir`` and
+        returns the Verilog's path.
+
+    Returns
+    -------
+    (directory, key, seconds, cached)
+
+    Raises
+    ------
+    ToolchainError, SimulationError
+    """
+    from cocotb_tools.runner import get_runner
+
+    toolchain.require(sim)
+    args = _build_args(sim)
+    tool = toolchain.versions()[sim]
+    key = hashlib.sha256("\0".join([text, json.dumps(sidecar, sort_keys=True), sim, tool,
+                                    *args, LINT_WAIVERS.read_text()]).encode()
+                         ).hexdigest()[:20]
+    root = Path(root) if root else cache_root()
+    directory = root / f"{label}-{sim}-{key}"
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    stamp = directory / "build.json"
+    with open(directory.parent / f".{directory.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if stamp.exists():
+            return directory, key, json.loads(stamp.read_text())["seconds"], True
+        if directory.exists():
+            shutil.rmtree(directory)
+        (directory / "src").mkdir(parents=True)
+        vpath = write_sources(directory / "src")
+        t0 = time.perf_counter()
+        sources = [vpath] + ([LINT_WAIVERS] if sim == "verilator" else [])
+        log = directory / "build.log"
+        try:
+            get_runner(sim).build(sources=sources, hdl_toplevel=module,
+                                  build_dir=directory / "obj", build_args=args,
+                                  timescale=TIMESCALE, log_file=log, always=True)
+        except (RuntimeError, SystemExit) as exc:
+            raise SimulationError(f"{sim} build of {label} failed:\n{_tail(log)}") from exc
+        seconds = time.perf_counter() - t0
+        stamp.write_text(json.dumps({"module": module, "seconds": seconds, "tool": tool,
+                                     "sha256": hashlib.sha256(text.encode()).hexdigest()}))
+        return directory, key, seconds, False
+
+
 def build(config: AcceleratorConfig, sim: str, *, top: str = "array",
           root: Path | None = None) -> Build:
     """Return a compiled model of ``config`` for ``sim``, compiling only when not cached.
@@ -83,48 +149,19 @@ def build(config: AcceleratorConfig, sim: str, *, top: str = "array",
     Raises
     ------
     ValueError
-        If ``sim`` is unknown.
+        If ``sim`` or ``top`` is unknown.
     ToolchainError
         If the simulator is not installed.
     SimulationError
         If compilation fails (the message holds the end of the build log).
     """
-    from cocotb_tools.runner import get_runner
-
-    toolchain.require(sim)
     text = verilog_text(config, top)
-    args = _build_args(sim)
-    tool = toolchain.versions()[sim]
-    sidecar = json.dumps(config.to_dict(), sort_keys=True)
-    key = hashlib.sha256("\0".join([text, sidecar, sim, tool, *args,
-                                    LINT_WAIVERS.read_text()]).encode()).hexdigest()[:20]
-    root = Path(root) if root else cache_root()
-    directory = root / f"{top}-{config.rows}x{config.cols}-{config.dataflow}-{sim}-{key}"
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    stamp = directory / "build.json"
-    lock_path = directory.parent / f".{directory.name}.lock"
-    with open(lock_path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if stamp.exists():
-            info = json.loads(stamp.read_text())
-            return Build(config, sim, top, info["module"], directory, key,
-                         info["seconds"], cached=True)
-        if directory.exists():
-            shutil.rmtree(directory)
-        gen = generate(config, directory / "src", top=top, text=text)
-        t0 = time.perf_counter()
-        runner = get_runner(sim)
-        sources = [gen.verilog] + ([LINT_WAIVERS] if sim == "verilator" else [])
-        log = directory / "build.log"
-        try:
-            runner.build(sources=sources, hdl_toplevel=gen.module, build_dir=directory / "obj",
-                         build_args=args, timescale=TIMESCALE, log_file=log, always=True)
-        except (RuntimeError, SystemExit) as exc:
-            raise SimulationError(f"{sim} build of {config} failed:\n{_tail(log)}") from exc
-        seconds = time.perf_counter() - t0
-        stamp.write_text(json.dumps({"module": gen.module, "seconds": seconds,
-                                     "sha256": gen.sha256, "tool": tool}))
-        return Build(config, sim, top, gen.module, directory, key, seconds, cached=False)
+    module = f"llmchip_{top}"
+    label = f"{top}-{config.rows}x{config.cols}-{config.dataflow}"
+    directory, key, seconds, cached = cached_build(
+        text=text, sidecar=config.to_dict(), module=module, label=label, sim=sim, root=root,
+        write_sources=lambda src: generate(config, src, top=top, text=text).verilog)
+    return Build(config, sim, top, module, directory, key, seconds, cached)
 
 
 def run_cocotb(b: Build, test_module: str, job: dict) -> dict:
