@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("docs", help="regenerate the ISA and register-map docs",
                        description="Write docs/isa.md and docs/registers.md from the single "
-                                   "Python definitions (llmchip/sw/isa.py, llmchip/sw/regs.py).")
+                                   "Python definitions (sw/isa.py, sw/regs.py).")
     p.add_argument("--out", type=Path, default=Path("docs"), metavar="DIR",
                    help="output folder (default docs)")
     p.add_argument("--check", action="store_true",
