@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["AcceleratorConfig", "DATAFLOWS", "BUS_BITS", "PARAMS_SCHEMA_VERSION"]
+__all__ = ["AcceleratorConfig", "DATAFLOWS", "BUS_BITS", "PARAMS_SCHEMA_VERSION", "check_int"]
 
 #: Supported dataflows: weight-stationary and output-stationary.
 DATAFLOWS = ("ws", "os")
@@ -30,7 +30,11 @@ MIN_IN_WIDTH, MAX_IN_WIDTH = 2, 16
 MAX_ACC_WIDTH = 64
 
 
-def _check_int(name: str, value: Any, lo: int, hi: int) -> None:
+def check_int(name: str, value: Any, lo: int, hi: int) -> None:
+    """Raise ``TypeError``/``ValueError`` naming ``name`` unless ``lo <= value <= hi``.
+
+    Shared by every validated parameter in the project, so messages read the same.
+    """
     # bool is an int subclass; True as "rows" is always a mistake.
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, not {type(value).__name__} {value!r}")
@@ -90,26 +94,26 @@ class AcceleratorConfig:
     bus_bits: int = 128
 
     def __post_init__(self) -> None:
-        _check_int("rows", self.rows, 1, MAX_DIM)
-        _check_int("cols", self.cols, 1, MAX_DIM)
+        check_int("rows", self.rows, 1, MAX_DIM)
+        check_int("cols", self.cols, 1, MAX_DIM)
         if not isinstance(self.dataflow, str):
             raise TypeError(f"dataflow must be a str, not {type(self.dataflow).__name__} "
                             f"{self.dataflow!r}")
         if self.dataflow not in DATAFLOWS:
             raise ValueError(f"dataflow must be one of {', '.join(DATAFLOWS)}, "
                              f"not {self.dataflow!r}")
-        _check_int("in_width", self.in_width, MIN_IN_WIDTH, MAX_IN_WIDTH)
-        _check_int("acc_width", self.acc_width, 2 * self.in_width, MAX_ACC_WIDTH)
+        check_int("in_width", self.in_width, MIN_IN_WIDTH, MAX_IN_WIDTH)
+        check_int("acc_width", self.acc_width, 2 * self.in_width, MAX_ACC_WIDTH)
         for name, lo, hi in (("sp_rows", 16, 1 << 16), ("sp_banks", 1, 64),
                              ("acc_rows", 2, 1 << 16), ("param_rows", 2, 1 << 16)):
             value = getattr(self, name)
-            _check_int(name, value, lo, hi)
+            check_int(name, value, lo, hi)
             if value & (value - 1):
                 raise ValueError(f"{name} must be a power of two, not {value!r}")
         if self.sp_banks > self.sp_rows:
             raise ValueError(f"sp_banks must be at most sp_rows ({self.sp_rows}), "
                              f"not {self.sp_banks!r}")
-        _check_int("bus_bits", self.bus_bits, 0, 1 << 16)
+        check_int("bus_bits", self.bus_bits, 0, 1 << 16)
         if self.bus_bits not in BUS_BITS:
             raise ValueError(f"bus_bits must be one of {', '.join(map(str, BUS_BITS))}, "
                              f"not {self.bus_bits!r}")

@@ -130,26 +130,22 @@ class Accelerator(wiring.Component):
         owner = Signal(2)      # 0 free, 1 fetch, 2 load unit
         grant_cp = Signal()
         m.d.comb += grant_cp.eq(Mux(owner == 0, cp.rd_cmd.valid, owner == 1))
+        def route(client):
+            free = owner == 0
+            m.d.comb += [dma.rd_cmd.payload.eq(client.rd_cmd.payload),
+                         dma.rd_cmd.valid.eq(client.rd_cmd.valid & free),
+                         client.rd_cmd.ready.eq(dma.rd_cmd.ready & free),
+                         client.rd_data.valid.eq(dma.rd_data.valid),
+                         client.rd_data.payload.eq(dma.rd_data.payload),
+                         dma.rd_data.ready.eq(client.rd_data.ready),
+                         client.rd_done.valid.eq(dma.rd_done.valid),
+                         client.rd_done.payload.eq(dma.rd_done.payload),
+                         dma.rd_done.ready.eq(client.rd_done.ready)]
+
         with m.If(grant_cp):
-            m.d.comb += [dma.rd_cmd.payload.eq(cp.rd_cmd.payload),
-                         dma.rd_cmd.valid.eq(cp.rd_cmd.valid & (owner == 0)),
-                         cp.rd_cmd.ready.eq(dma.rd_cmd.ready & (owner == 0)),
-                         cp.rd_data.valid.eq(dma.rd_data.valid),
-                         cp.rd_data.payload.eq(dma.rd_data.payload),
-                         dma.rd_data.ready.eq(cp.rd_data.ready),
-                         cp.rd_done.valid.eq(dma.rd_done.valid),
-                         cp.rd_done.payload.eq(dma.rd_done.payload),
-                         dma.rd_done.ready.eq(cp.rd_done.ready)]
+            route(cp)
         with m.Else():
-            m.d.comb += [dma.rd_cmd.payload.eq(lu.rd_cmd.payload),
-                         dma.rd_cmd.valid.eq(lu.rd_cmd.valid & (owner == 0)),
-                         lu.rd_cmd.ready.eq(dma.rd_cmd.ready & (owner == 0)),
-                         lu.rd_data.valid.eq(dma.rd_data.valid),
-                         lu.rd_data.payload.eq(dma.rd_data.payload),
-                         dma.rd_data.ready.eq(lu.rd_data.ready),
-                         lu.rd_done.valid.eq(dma.rd_done.valid),
-                         lu.rd_done.payload.eq(dma.rd_done.payload),
-                         dma.rd_done.ready.eq(lu.rd_done.ready)]
+            route(lu)
         with m.If(dma.rd_cmd.valid & dma.rd_cmd.ready):
             m.d.sync += owner.eq(Mux(grant_cp, 1, 2))
         with m.If(dma.rd_done.valid & dma.rd_done.ready):

@@ -10,6 +10,8 @@ from __future__ import annotations
 from amaranth.lib import enum, wiring
 from amaranth.lib.wiring import In, Out
 
+from llmchip.config import check_int
+
 __all__ = ["AxiResp", "AxiBurst", "AXI4_DATA_WIDTHS", "AXI4LITE_DATA_WIDTHS",
            "axi4_signature", "axi4lite_signature"]
 
@@ -35,13 +37,6 @@ class AxiBurst(enum.IntEnum, shape=2):
     FIXED = 0b00
     INCR = 0b01
     WRAP = 0b10
-
-
-def _check_width(name: str, value, lo: int, hi: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__} {value!r}")
-    if not lo <= value <= hi:
-        raise ValueError(f"{name} must be between {lo} and {hi}, not {value!r}")
 
 
 def _check_data_width(value, allowed: tuple[int, ...]) -> None:
@@ -75,9 +70,9 @@ def axi4_signature(addr_width: int = 32, data_width: int = 128,
     ValueError
         If a parameter is out of range; the message names it and its value.
     """
-    _check_width("addr_width", addr_width, 12, 64)
+    check_int("addr_width", addr_width, 12, 64)
     _check_data_width(data_width, AXI4_DATA_WIDTHS)
-    _check_width("id_width", id_width, 1, 32)
+    check_int("id_width", id_width, 1, 32)
     strb = data_width // 8
     return wiring.Signature({
         # Write address
@@ -117,7 +112,7 @@ def axi4lite_signature(addr_width: int = 32, data_width: int = 32) -> wiring.Sig
     ValueError
         If a parameter is out of range; the message names it and its value.
     """
-    _check_width("addr_width", addr_width, 2, 64)
+    check_int("addr_width", addr_width, 2, 64)
     _check_data_width(data_width, AXI4LITE_DATA_WIDTHS)
     return wiring.Signature({
         "awaddr": In(addr_width), "awvalid": In(1), "awready": Out(1),

@@ -29,6 +29,8 @@ from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
+from llmchip.config import check_int
+
 from .axi import AXI4_DATA_WIDTHS, AxiBurst, axi4_signature
 from .pe import _rejected
 
@@ -86,13 +88,6 @@ def write_data_layout(data_width: int) -> data.StructLayout:
 DONE_LAYOUT = data.StructLayout({"error": 3})
 
 
-def _check_int(name: str, value, lo: int, hi: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__} {value!r}")
-    if not lo <= value <= hi:
-        raise ValueError(f"{name} must be between {lo} and {hi}, not {value!r}")
-
-
 @dataclass(frozen=True)
 class DmaConfig:
     """Parameters of an :class:`AxiDma`, their derived sizes and their validation.
@@ -126,22 +121,22 @@ class DmaConfig:
     max_outstanding: int = 4
 
     def __post_init__(self) -> None:
-        _check_int("addr_width", self.addr_width, 12, 64)
+        check_int("addr_width", self.addr_width, 12, 64)
         if isinstance(self.data_width, bool) or not isinstance(self.data_width, int):
             raise TypeError(f"data_width must be an int, not {type(self.data_width).__name__} "
                             f"{self.data_width!r}")
         if self.data_width not in AXI4_DATA_WIDTHS:
             raise ValueError(f"data_width must be one of "
                              f"{', '.join(map(str, AXI4_DATA_WIDTHS))}, not {self.data_width!r}")
-        _check_int("id_width", self.id_width, 1, 32)
-        _check_int("max_burst", self.max_burst, 1, 256)
+        check_int("id_width", self.id_width, 1, 32)
+        check_int("max_burst", self.max_burst, 1, 256)
         if self.max_burst & (self.max_burst - 1):
             raise ValueError(f"max_burst must be a power of two, not {self.max_burst!r}")
         if self.max_burst * self.beat_bytes > PAGE_BYTES:
             raise ValueError(f"max_burst must be at most {PAGE_BYTES // self.beat_bytes} for "
                              f"data_width {self.data_width} (bursts of at most 4 KB), "
                              f"not {self.max_burst!r}")
-        _check_int("max_outstanding", self.max_outstanding, 1, 64)
+        check_int("max_outstanding", self.max_outstanding, 1, 64)
 
     @property
     def beat_bytes(self) -> int:
