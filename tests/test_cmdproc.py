@@ -86,7 +86,7 @@ def run(program_slots, *, size, tail, rng, bus_bytes=16, units_busy=0, fetch_err
             stop = out["done_at"] if out["done_at"] is not None else out.get("error_at")
             if ctx.get(dut.error) and "error_at" not in out:
                 out["error_at"] = cycle
-            if stop is not None and cycle > stop + 5:
+            if stop is not None and cycle > stop + 40:   # let queues drain
                 break
         out["error"] = ctx.get(dut.error)
         out["error_info"] = ctx.get(dut.error_info)
