@@ -15,7 +15,7 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .pe import _rejected
+from .pe import _check_min, _rejected
 
 __all__ = ["Accumulator", "write_layout"]
 
@@ -55,9 +55,7 @@ class Accumulator(wiring.Component):
     def __init__(self, lanes: int, rows: int, acc_width: int = 32):
         for name, value, lo in (("lanes", lanes, 1), ("rows", rows, 2),
                                 ("acc_width", acc_width, 2)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-                raise _rejected(self, ValueError(f"{name} must be an int >= {lo}, "
-                                                 f"not {value!r}"))
+            _check_min(self, name, value, lo)
         if rows & (rows - 1):
             raise _rejected(self, ValueError(f"rows must be a power of two, not {rows}"))
         self.lanes, self.rows, self.acc_width = lanes, rows, acc_width

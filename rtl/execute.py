@@ -125,10 +125,10 @@ class ExecuteUnit(wiring.Component):
         a_accumulate = Signal()
         a_push_ld, a_push_st = Signal(), Signal()
 
-        need_ld = word.bit_select(4 + isa.FLAGS.index("pop_prev"), 1)
-        need_st = word.bit_select(4 + isa.FLAGS.index("pop_next"), 1)
-        push_ld = word.bit_select(4 + isa.FLAGS.index("push_prev"), 1)
-        push_st = word.bit_select(4 + isa.FLAGS.index("push_next"), 1)
+        need_ld = word[isa.flag_bit("pop_prev")]
+        need_st = word[isa.flag_bit("pop_next")]
+        push_ld = word[isa.flag_bit("push_prev")]
+        push_st = word[isa.flag_bit("push_next")]
         tokens_ok = (~need_ld | self.ld_avail) & (~need_st | self.st_avail)
         error_valid = Signal()
         # The activation feeder takes its next MATMUL on the cycle it issues the last read

@@ -79,8 +79,8 @@ class LoadUnit(wiring.Component):
         word = self.insn.payload
         ld = data.View(isa.layout(isa.Opcode.LOAD), word)
         is_load = word[:4] == isa.Opcode.LOAD
-        need_ex = word.bit_select(4 + isa.FLAGS.index("pop_next"), 1)
-        push_ex = word.bit_select(4 + isa.FLAGS.index("push_next"), 1)
+        need_ex = word[isa.flag_bit("pop_next")]
+        push_ex = word[isa.flag_bit("push_next")]
 
         rows_of = {isa.Mem.SCRATCHPAD: self.sp_rows, isa.Mem.ACCUMULATOR: self.acc_rows,
                    isa.Mem.PARAMS: self.param_rows}

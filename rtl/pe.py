@@ -34,6 +34,12 @@ def _rejected(component, exc: Exception) -> Exception:
     return exc
 
 
+def _check_min(component, name: str, value, lo: int) -> None:
+    """Raise (via :func:`_rejected`) unless ``value`` is an int >= ``lo``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise _rejected(component, ValueError(f"{name} must be an int >= {lo}, not {value!r}"))
+
+
 class PE(wiring.Component):
     """One processing element.
 
@@ -64,9 +70,8 @@ class PE(wiring.Component):
         if dataflow not in DATAFLOWS:
             raise _rejected(self, ValueError(
                 f"dataflow must be one of {', '.join(DATAFLOWS)}, not {dataflow!r}"))
-        for name, value in (("in_width", in_width), ("acc_width", acc_width)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise _rejected(self, ValueError(f"{name} must be a positive int, not {value!r}"))
+        _check_min(self, "in_width", in_width, 1)
+        _check_min(self, "acc_width", acc_width, 1)
         self.dataflow = dataflow
         self.in_width = in_width
         self.acc_width = acc_width

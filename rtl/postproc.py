@@ -10,7 +10,7 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .pe import _rejected
+from .pe import _check_min, _rejected
 
 __all__ = ["PostProcessor"]
 
@@ -71,8 +71,7 @@ class PostProcessor(wiring.Component):
     latency = 4
 
     def __init__(self, lanes: int, acc_width: int = 32, out_width: int = 8):
-        if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
-            raise _rejected(self, ValueError(f"lanes must be a positive int, not {lanes!r}"))
+        _check_min(self, "lanes", lanes, 1)
         for name, value in (("acc_width", acc_width), ("out_width", out_width)):
             if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= 32:
                 raise _rejected(self, ValueError(

@@ -16,7 +16,7 @@ from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .pe import _rejected
+from .pe import _check_min, _rejected
 
 __all__ = ["Scratchpad"]
 
@@ -48,9 +48,7 @@ class Scratchpad(wiring.Component):
     def __init__(self, row_bytes: int, rows: int, banks: int = 2):
         for name, value, lo in (("row_bytes", row_bytes, 1), ("rows", rows, 2),
                                 ("banks", banks, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-                raise _rejected(self, ValueError(f"{name} must be an int >= {lo}, "
-                                                 f"not {value!r}"))
+            _check_min(self, name, value, lo)
         if rows & (rows - 1) or banks & (banks - 1) or banks > rows:
             raise _rejected(self, ValueError(
                 f"rows and banks must be powers of two with banks <= rows, not "

@@ -96,8 +96,8 @@ class StoreUnit(wiring.Component):
         cf = data.View(isa.layout(isa.Opcode.CONFIG), word)
         is_store = op == isa.Opcode.STORE
         is_config = op == isa.Opcode.CONFIG
-        need_ex = word.bit_select(4 + isa.FLAGS.index("pop_prev"), 1)
-        push_ex = word.bit_select(4 + isa.FLAGS.index("push_prev"), 1)
+        need_ex = word[isa.flag_bit("pop_prev")]
+        push_ex = word[isa.flag_bit("push_prev")]
         last_row = Signal(32)
         m.d.comb += last_row.eq(st.acc_addr + st.rows - 1)
         ok = ((st.rows != 0) & (last_row < self.acc_rows) & (st.cols != 0) & (st.cols <= C)

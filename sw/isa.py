@@ -19,8 +19,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 __all__ = ["Opcode", "Queue", "Mem", "INSN_BITS", "INSN_BYTES", "FLAGS", "FORMATS", "QUEUE",
-           "Insn", "encode", "decode", "assemble", "disassemble", "layout", "field_table",
-           "IsaError"]
+           "Insn", "flag_bit", "encode", "decode", "assemble", "disassemble", "layout",
+           "field_table", "IsaError"]
 
 INSN_BITS = 128
 INSN_BYTES = INSN_BITS // 8
@@ -61,6 +61,11 @@ class Mem(enum.IntEnum):
 
 #: Dependency-token flags in bits [7:4] of every instruction.
 FLAGS = ("pop_prev", "pop_next", "push_prev", "push_next")
+
+
+def flag_bit(name: str) -> int:
+    """Bit position of token flag ``name`` in an instruction word (hardware decoders use it)."""
+    return 4 + FLAGS.index(name)
 
 #: Fields of each opcode after the 8-bit header, LSB first: (name, width, description).
 FORMATS: dict[Opcode, tuple[tuple[str, int, str], ...]] = {
@@ -150,8 +155,8 @@ def encode(op: Opcode | str, *, pop_prev=False, pop_next=False, push_prev=False,
         raise IsaError(f"{op.name} has no field {unknown[0]!r} (fields: "
                        f"{', '.join(sorted(known)) or 'none'})")
     word = int(op)
-    for i, flag in enumerate((pop_prev, pop_next, push_prev, push_next)):
-        word |= int(bool(flag)) << (4 + i)
+    for name, flag in zip(FLAGS, (pop_prev, pop_next, push_prev, push_next), strict=True):
+        word |= int(bool(flag)) << flag_bit(name)
     pos = _HEADER
     for name, width, _ in FORMATS[op]:
         value = fields.get(name, 0)
@@ -176,7 +181,7 @@ def decode(word: int) -> Insn:
         op = Opcode(word & 0xF)
     except ValueError:
         raise IsaError(f"illegal opcode {word & 0xF}") from None
-    flags = {f: bool((word >> (4 + i)) & 1) for i, f in enumerate(FLAGS)}
+    flags = {f: bool((word >> flag_bit(f)) & 1) for f in FLAGS}
     fields, pos = {}, _HEADER
     for name, width, _ in FORMATS[op]:
         value = (word >> pos) & ((1 << width) - 1)
@@ -238,8 +243,8 @@ def field_table() -> list[dict]:
     for op, fields in FORMATS.items():
         rows.append({"op": op.name, "field": "opcode", "lsb": 0, "width": 4,
                      "desc": f"{int(op)}", "queue": QUEUE[op].name.lower()})
-        for i, f in enumerate(FLAGS):
-            rows.append({"op": op.name, "field": f, "lsb": 4 + i, "width": 1,
+        for f in FLAGS:
+            rows.append({"op": op.name, "field": f, "lsb": flag_bit(f), "width": 1,
                          "desc": "dependency token flag", "queue": QUEUE[op].name.lower()})
         pos = _HEADER
         for name, width, desc in fields:

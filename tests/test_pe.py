@@ -113,8 +113,8 @@ def test_os_tile_sum_copied_on_last():
 
 @pytest.mark.parametrize("kwargs, text", [
     ({"dataflow": "xs"}, "dataflow must be one of ws, os, not 'xs'"),
-    ({"in_width": 0}, "in_width must be a positive int, not 0"),
-    ({"acc_width": True}, "acc_width must be a positive int, not True"),
+    ({"in_width": 0}, "in_width must be an int >= 1, not 0"),
+    ({"acc_width": True}, "acc_width must be an int >= 1, not True"),
 ])
 def test_pe_rejects_bad_parameters(kwargs, text):
     with pytest.raises(ValueError) as info:

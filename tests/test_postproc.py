@@ -553,8 +553,8 @@ def test_stall_holds_every_stage():
 
 
 @pytest.mark.parametrize("kwargs, text", [
-    ({"lanes": 0}, "lanes must be a positive int, not 0"),
-    ({"lanes": True}, "lanes must be a positive int, not True"),
+    ({"lanes": 0}, "lanes must be an int >= 1, not 0"),
+    ({"lanes": True}, "lanes must be an int >= 1, not True"),
     ({"lanes": 2, "acc_width": 33}, "acc_width must be an int between 2 and 32, not 33"),
     ({"lanes": 2, "out_width": 1}, "out_width must be an int between 2 and 32, not 1"),
     ({"lanes": 2, "out_width": 8.0}, "out_width must be an int between 2 and 32, not 8.0"),
