@@ -27,7 +27,8 @@ class _UsageError(Exception):
     """Bad input from the command line (exit status 2)."""
 
 
-def _add_config_args(p: argparse.ArgumentParser, rows: int = 8, cols: int = 8) -> None:
+def _add_config_args(p: argparse.ArgumentParser, rows: int = 8, cols: int = 8,
+                     sp_rows: int = 1024, param_rows: int = 64) -> None:
     g = p.add_argument_group("array configuration")
     g.add_argument("--rows", type=int, default=rows, metavar="R",
                    help=f"PE rows: the reduction (K) size of one weight tile in WS, the "
@@ -43,14 +44,16 @@ def _add_config_args(p: argparse.ArgumentParser, rows: int = 8, cols: int = 8) -
                    help="signed accumulator width in bits, 2*in-width to 64; sums wrap "
                         "around (default 32: int32)")
     g = p.add_argument_group("memories and bus (accelerator)")
-    g.add_argument("--sp-rows", type=int, default=1024, metavar="N",
-                   help="scratchpad rows of max(rows, cols) bytes, power of two (default 1024)")
+    g.add_argument("--sp-rows", type=int, default=sp_rows, metavar="N",
+                   help=f"scratchpad rows of max(rows, cols) bytes, power of two "
+                        f"(default {sp_rows})")
     g.add_argument("--sp-banks", type=int, default=2, metavar="N",
                    help="scratchpad banks, power of two (default 2: double buffering)")
     g.add_argument("--acc-rows", type=int, default=512, metavar="N",
                    help="accumulator rows of cols x int32, power of two (default 512)")
-    g.add_argument("--param-rows", type=int, default=64, metavar="N",
-                   help="rows of per-channel requantization parameters (default 64)")
+    g.add_argument("--param-rows", type=int, default=param_rows, metavar="N",
+                   help=f"rows of per-channel requantization parameters (default "
+                        f"{param_rows})")
     g.add_argument("--bus-bits", type=int, default=128, metavar="BITS",
                    help="AXI4 data width of the DMA: 64, 128, 256 or 512 (default 128)")
     p.add_argument("--json", action="store_true",
@@ -180,6 +183,89 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if exact and cycles == report["formula_cycles"] else 1
 
 
+def cmd_gemm(args: argparse.Namespace) -> int:
+    """Run a random int8 GEMM with requantization through compiler and runtime; check it."""
+    from . import open as open_device
+    from .sw import golden, perf
+    from .sw.runtime import Requant
+
+    cfg = _config(args)
+    if cfg.dataflow != "ws":
+        raise _UsageError("the accelerator is weight-stationary: --dataflow must be ws")
+    for name in ("m", "k", "n"):
+        if not 1 <= getattr(args, name) <= 1 << 16:
+            raise _UsageError(f"--{name} must be between 1 and 65536, not "
+                              f"{getattr(args, name)}")
+    seed = args.seed if args.seed is not None else int(time.time()) % 100000
+    rng = np.random.default_rng(seed)
+    x = golden.random_operands(rng, (args.m, args.k))
+    w = golden.random_operands(rng, (args.k, args.n))
+    bias = rng.integers(-(1 << 14), 1 << 14, size=args.n)
+    # Scales that keep typical outputs inside int8: about 1 / (64 * sqrt(K)).
+    scale = rng.uniform(0.5, 2.0, size=args.n) / (64 * np.sqrt(args.k))
+    rq = Requant.from_scale(scale, zero_point=int(rng.integers(-8, 8)))
+    relu = bool(args.relu)
+    need = args.m * args.k + args.k * args.n * 2 + args.m * args.n + (1 << 20)
+    options = {"dram_bytes": max(1 << 22, 1 << (2 * need).bit_length())}
+    if args.backend != "model":
+        options["read_latency"] = args.dram_latency
+    log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr))
+    log(f"{args.m}x{args.k}x{args.n} GEMM on the {cfg.rows}x{cfg.cols} accelerator, "
+        f"{args.backend} backend" + (" (the first run of a configuration compiles the "
+                                     "simulator, several minutes for 16x16)"
+                                     if args.backend != "model" else ""))
+    t0 = time.perf_counter()
+    with open_device(cfg, args.backend, **options) as dev:
+        y = dev.linear(x, w, bias, rq, relu=relu)
+        stats = dict(dev.last)
+    wall = time.perf_counter() - t0
+    ref = golden.requantize(golden.matmul(x, w), bias, rq.mult, rq.shift, rq.zero_point, relu)
+    exact = bool(np.array_equal(y, ref))
+    roof = perf.roofline(cfg, args.m, args.k, args.n)
+    report = {
+        "config": cfg.to_dict()["config"], "backend": args.backend, "seed": seed,
+        "shape": {"m": args.m, "k": args.k, "n": args.n}, "bit_exact": exact,
+        "mismatches": int(np.count_nonzero(y != ref)),
+        "cycles": int(stats["cycles"]), "model_cycles": int(stats["model_cycles"]),
+        "model_error": stats["model_cycles"] / stats["cycles"] - 1,
+        "macs": args.m * args.k * args.n, "array_busy": int(stats["array_busy"]),
+        "utilization": stats["utilization"],
+        "roofline_efficiency": stats["roofline_efficiency"],
+        "ideal_cycles": roof["ideal_cycles"], "bound": roof["bound"],
+        "dram_bytes": int(stats["dram_read_bytes"] + stats["dram_write_bytes"]),
+        "dram_read_bytes": int(stats["dram_read_bytes"]),
+        "dram_write_bytes": int(stats["dram_write_bytes"]),
+        "compulsory_bytes": perf.compulsory_bytes(cfg, args.m, args.k, args.n),
+        "schedule": stats["schedules"][0], "instructions": stats["instructions"],
+        "wall_s": wall,
+    }
+    if args.backend != "model":
+        report["sim_s"] = stats.get("sim_s", 0.0)
+        report["sim_cycles_per_s"] = stats["cycles"] / stats["sim_s"] if stats.get("sim_s") \
+            else None
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_table(f"llmchip gemm (seed {seed}; replay with --seed {seed})", [
+            ("accelerator", f"{cfg.rows}x{cfg.cols}, {cfg.bus_bits}-bit bus, "
+                            f"{args.backend} backend"),
+            ("gemm", f"Y = requant(X {args.m}x{args.k} @ W {args.k}x{args.n} + bias)"
+                     + (" with ReLU" if relu else "")),
+            ("schedule", f"{report['schedule']} ({report['instructions']} instructions)"),
+            ("cycles", f"{report['cycles']:,} (performance model {report['model_cycles']:,},"
+                       f" {report['model_error']:+.2%})"),
+            ("utilization", f"{report['utilization']:.1%} of {cfg.pes} PEs"),
+            ("roofline", f"{report['roofline_efficiency']:.1%} of ideal "
+                         f"{report['ideal_cycles']:,} cycles ({report['bound']}-bound)"),
+            ("DRAM", f"{report['dram_read_bytes']:,} B read, {report['dram_write_bytes']:,}"
+                     f" B written (compulsory {report['compulsory_bytes']:,} B)"),
+            ("wall", f"{wall:.2f} s"),
+            ("check", ("bit-exact: " if exact else "MISMATCH: ")
+             + f"{y.size - report['mismatches']}/{y.size} outputs equal the golden model"),
+        ])
+    return 0 if exact else 1
+
+
 def cmd_docs(args: argparse.Namespace) -> int:
     """Regenerate docs/isa.md and docs/registers.md, or check they are current."""
     from .sw.docgen import write_docs
@@ -232,6 +318,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("build/demo"), metavar="DIR",
                    help="where the Verilog is written (default build/demo)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("gemm", help="run a random int8 GEMM through compiler and runtime",
+                       description="Compile Y = requant(X @ W + bias) for a random int8 X "
+                                   "(M x K) and W (K x N), run it on a backend, check Y "
+                                   "against the NumPy golden model bit for bit, and report "
+                                   "cycles (hardware counters on the RTL backends), the "
+                                   "performance model's prediction, utilization, roofline "
+                                   "efficiency and DRAM traffic. Exit status 1 if Y is not "
+                                   "bit-exact.")
+    _add_config_args(p, rows=16, cols=16, sp_rows=4096, param_rows=128)
+    p.add_argument("--m", type=int, required=True, help="rows of X (tokens)")
+    p.add_argument("--k", type=int, required=True, help="columns of X = rows of W")
+    p.add_argument("--n", type=int, required=True, help="columns of W (output channels)")
+    p.add_argument("--backend", choices=("model", "verilator", "icarus"), default="model",
+                   help="model: bit-exact executor + cycle model (default); verilator / "
+                        "icarus: the generated RTL (built once per configuration, cached)")
+    p.add_argument("--relu", action="store_true", help="fuse a ReLU into the store")
+    p.add_argument("--dram-latency", type=int, default=8, metavar="CYCLES",
+                   help="read latency of the simulated DRAM (RTL backends; default 8)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="random seed for the operands (printed; default: from the clock)")
+    p.set_defaults(func=cmd_gemm)
 
     p = sub.add_parser("docs", help="regenerate the ISA and register-map docs",
                        description="Write docs/isa.md and docs/registers.md from the single "
