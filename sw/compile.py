@@ -260,8 +260,8 @@ class ProgramBuilder:
         self.dram_in: list[tuple[int, int]] = []
         self.fences = 0
         self.acc_slot = 0
-        self.par_next = 0
         self.w_turn = 0
+        self.par_next = 0
         self.zp_relu = None
 
     # -- low level --------------------------------------------------------------------
@@ -374,8 +374,14 @@ def _rows(start: int, count: int) -> slice:
     return slice(start, start + count)
 
 
-def _layout(cfg: AcceleratorConfig, op: GemmOp, s: Schedule) -> dict:
-    """Sizes and on-chip buffers of ``op`` under schedule ``s`` (CompileError if it cannot)."""
+def _layout(cfg: AcceleratorConfig, op: GemmOp, s: Schedule, strict: bool = True) -> dict:
+    """Sizes and on-chip buffers of ``op`` under schedule ``s`` (CompileError if it cannot).
+
+    X slabs grow from scratchpad row 0 and weight runs are stacked from the top. With
+    ``strict`` the two must sit in different banks: the array's activation and weight
+    feeders share each bank's read port (activations win), so a weight tile read from the
+    bank the activations stream from would stall the array.
+    """
     R, C = cfg.rows, cfg.cols
     for name in ("mg", "g", "kc", "ms"):
         if getattr(s, name) < 1:
@@ -386,39 +392,58 @@ def _layout(cfg: AcceleratorConfig, op: GemmOp, s: Schedule) -> dict:
     kchunks, mchunks = _ceil_div(kb, kc), _ceil_div(op.m, mg)
     resident = kchunks == 1
     slab, run = mg * kc, g * kc * R
-    xbufs = 1 if resident and mchunks == 1 else 2
-    if xbufs * slab + 2 * run > cfg.sp_rows and resident:
-        xbufs = 1
-    wbufs = min(3, (cfg.sp_rows - xbufs * slab) // run) if run else 0
-    if wbufs < 2:
-        raise CompileError(f"schedule {s.describe()} needs {xbufs * slab + 2 * run} "
-                           f"scratchpad rows, the accelerator has {cfg.sp_rows}")
+    bank_rows = cfg.sp_rows // cfg.sp_banks
+    best = None
+    for xbufs in ((1,) if resident and mchunks == 1 else (2, 1)):
+        x_end = xbufs * slab
+        for wbufs in (3, 2):
+            w_start = cfg.sp_rows - wbufs * run
+            if w_start < x_end:
+                continue
+            if strict and (cfg.sp_banks < 2 or w_start // bank_rows * bank_rows < x_end):
+                continue
+            best = (xbufs, wbufs)
+            break
+        if best:
+            break
+    if best is None:
+        raise CompileError(f"schedule {s.describe()} needs {slab + 2 * run} scratchpad rows"
+                           + (" with activations and weights in different banks"
+                              if strict else "") + f", the accelerator has {cfg.sp_rows}")
+    xbufs, wbufs = best
     if mg * g > cfg.acc_rows:
         raise CompileError(f"schedule {s.describe()} needs {mg * g} accumulator rows, the "
                            f"accelerator has {cfg.acc_rows}")
-    if g > cfg.param_rows:
-        raise CompileError(f"schedule {s.describe()} needs {g} parameter rows, the "
-                           f"accelerator has {cfg.param_rows}")
+    groups = mchunks * _ceil_div(nb, g)
+    if g > cfg.param_rows or (groups > 1 and cfg.param_rows < 2 * g):
+        raise CompileError(f"schedule {s.describe()} needs {g if groups == 1 else 2 * g} "
+                           f"parameter rows, the accelerator has {cfg.param_rows}")
     if kc > (1 << 12) - 1 or max(mg, ms, kc * R) > (1 << 14) - 1:
         raise CompileError(f"schedule {s.describe()} exceeds an instruction field")
     return {"kb": kb, "nb": nb, "mg": mg, "g": g, "kc": kc, "ms": ms, "kchunks": kchunks,
             "resident": resident, "x_base": [i * slab for i in range(xbufs)],
-            "w_base": [xbufs * slab + i * run for i in range(wbufs)]}
+            "w_base": [cfg.sp_rows - (i + 1) * run for i in range(wbufs)]}
 
 
 def _check_schedule(cfg: AcceleratorConfig, op: GemmOp, s: Schedule) -> None:
-    _layout(cfg, op, s)
+    _layout(cfg, op, s, strict=False)
 
 
 def _emit_gemm(b: ProgramBuilder, op: GemmOp, s: Schedule) -> None:
     cfg = b.config
     R, C = cfg.rows, cfg.cols
     m, n = op.m, op.n
-    lay = _layout(cfg, op, s)
+    try:
+        lay = _layout(cfg, op, s)
+    except CompileError:
+        lay = _layout(cfg, op, s, strict=False)
     kb, nb, mg, g, kc, ms = (lay[x] for x in ("kb", "nb", "mg", "g", "kc", "ms"))
     kchunks, resident = lay["kchunks"], lay["resident"]
     x_base, w_base = lay["x_base"], lay["w_base"]
-    acc_slots = max(1, cfg.acc_rows // (mg * g))
+    # Accumulator regions and parameter rows rotate together, with fewer regions than
+    # parameter groups: the MATMULs that overwrite a region wait for its old stores, and
+    # so tell a later parameter LOAD (through its token) that those stores are done.
+    acc_slots = max(1, min(cfg.acc_rows // (mg * g), cfg.param_rows // g - 1))
     block_bytes = kb * R * C
     if (op.zero_point, op.relu) != b.zp_relu:
         b._emit(isa.Opcode.CONFIG, {"zero_point": op.zero_point, "relu": int(op.relu)})
@@ -478,7 +503,11 @@ def _emit_gemm(b: ProgramBuilder, op: GemmOp, s: Schedule) -> None:
                                  "w_addr": wrow, "a_step": mrows},
                                 reads=[(SP, xrows), (SP, _rows(wrow, kn * R))]
                                 + ([(ACC, _rows(acc, rr))] if ci else []),
-                                writes=[(ACC, _rows(acc, rr))])
+                                # The group's first MATMUL claims its whole region, so it
+                                # waits for every store of the region's previous group
+                                # (and can vouch for them to a later parameter LOAD).
+                                writes=[(ACC, _rows(acc0, mg * g) if ci == r0 == gi == 0
+                                         else _rows(acc, rr))])
                         if ci == kchunks - 1:
                             cc = min(C, n - blk * C)
                             b._emit(isa.Opcode.STORE,
@@ -523,25 +552,34 @@ def _load_x(b: ProgramBuilder, op: GemmOp, xb: int, mrows: int, m0: int, r0: int
 # -- schedule choice ---------------------------------------------------------------------------
 
 def candidate_schedules(config: AcceleratorConfig, m: int, k: int, n: int) -> list[Schedule]:
-    """Return the schedules that fit ``config`` for an ``m x k x n`` GEMM."""
+    """Return the schedules that fit ``config`` for an ``m x k x n`` GEMM.
+
+    Schedules that keep activations and weights in different scratchpad banks come
+    first; only when none fits are the others offered.
+    """
     R, C = config.rows, config.cols
     kb, nb = _ceil_div(k, R), _ceil_div(n, C)
-    out = []
-    for mg in sorted({min(m, x) for x in (m, 256, 128, 64, 32)}):
-        for g in sorted({min(nb, x) for x in (1, 2, 4, 8)}):
-            kcs = {kb, max(1, kb // 2), max(1, kb // 4)}
-            for kc in sorted(kcs):
-                for ms in sorted({mg, min(mg, 64), min(mg, 2 * R), min(mg, R)}):
-                    for first in (0, min(ms, R) if ms > R else 0):
-                        sch = Schedule(mg, g, kc, ms, first)
-                        if sch in out:
-                            continue
-                        try:
-                            _layout(config, GemmOp(m, k, n, 0, 0, 0, 0), sch)
-                        except CompileError:
-                            continue
-                        out.append(sch)
-    return out
+    op = GemmOp(m, k, n, 0, 0, 0, 0)
+    for strict in (True, False):
+        out = []
+        for mg in sorted({min(m, x) for x in (m, 256, 128, 64, 32, 16, 8, 4, 2, 1)}):
+            for g in sorted({min(nb, x) for x in (1, 2, 4, 8)}):
+                kcs = {kb, max(1, kb // 2), max(1, kb // 4)} | {x for x in (8, 4, 2, 1)
+                                                                if x < kb}
+                for kc in sorted(kcs):
+                    for ms in sorted({mg, min(mg, 64), min(mg, 2 * R), min(mg, R)}):
+                        for first in (0, min(ms, R) if ms > R else 0):
+                            sch = Schedule(mg, g, kc, ms, first)
+                            if sch in out:
+                                continue
+                            try:
+                                _layout(config, op, sch, strict)
+                            except CompileError:
+                                continue
+                            out.append(sch)
+        if out:
+            return out
+    return []
 
 
 @functools.lru_cache(maxsize=4096)

@@ -4,7 +4,8 @@
 accumulator, parameter rows, post-processing globals and the current weight tile) and
 runs a program instruction by instruction with NumPy, with the same semantics as the
 RTL: LOAD zero-fills short rows, a looped MATMUL walks ``k_steps`` weight tiles, sums wrap
-to ``acc_width`` bits, and STORE requantizes through :func:`llmchip.sw.golden.requantize`.
+to ``acc_width`` bits, weight tiles pair with MATMUL steps in load order (as the
+array pairs them), and STORE requantizes through :func:`llmchip.sw.golden.requantize`.
 Timing is not modelled here; :func:`llmchip.sw.perf.simulate` predicts it.
 
 Programs run in queue order, which equals program order for any program whose tokens
@@ -41,11 +42,12 @@ class Machine:
     def __init__(self, config: AcceleratorConfig, dram_bytes: int = 1 << 26):
         self.config = config
         self.dram = np.zeros(dram_bytes, dtype=np.uint8)
-        R, C = config.rows, config.cols
+        C = config.cols
         self.sp = np.zeros((config.sp_rows, config.sp_row_bytes), dtype=np.int8)
         self.acc = np.zeros((config.acc_rows, C), dtype=np.int64)
         self.params = np.zeros((config.param_rows, 9 * C), dtype=np.uint8)
-        self.weights = np.zeros((R, C), dtype=np.int64)
+        # Weight tiles loaded but not yet used: the array pairs tiles with MATMULs in order.
+        self.tiles: list[np.ndarray] = []
         self.zero_point = 0
         self.relu = False
         self.executed = 0
@@ -115,7 +117,7 @@ class Machine:
         elif op == isa.Opcode.LOAD:
             self._load(f)
         elif op == isa.Opcode.LOAD_W:
-            self.weights = self._sp_rows(f["sp_addr"], R, f["sp_stride"])[:, :C]
+            self.tiles.append(self._sp_rows(f["sp_addr"], R, f["sp_stride"])[:, :C])
         elif op == isa.Opcode.MATMUL:
             rows = f["rows"]
             if rows == 0:
@@ -124,12 +126,21 @@ class Machine:
             out = slice(f["acc_addr"], f["acc_addr"] + rows)
             steps = f["k_steps"]
             if steps == 0:
+                if not self.tiles:
+                    raise ExecutionError("MATMUL without a preceding LOAD_W would wait for "
+                                         "weights forever")
                 a = self._sp_rows(f["sp_addr"], rows, f["sp_stride"])[:, :R]
-                self._mac(out, a, self.weights, bool(f["accumulate"]))
+                self._mac(out, a, self.tiles.pop(0), bool(f["accumulate"]))
+            else:
+                self._check_rows("scratchpad", f["w_addr"], steps * R, 1, cfg.sp_rows)
+                self._check_rows("scratchpad", f["sp_addr"] + (steps - 1) * f["a_step"], rows,
+                                 f["sp_stride"], cfg.sp_rows)
             for s in range(steps):
-                self.weights = self._sp_rows(f["w_addr"] + s * R, R, 1)[:, :C]
+                # Step s loads its tile, then streams its rows through the oldest loaded
+                # tile (its own, unless a LOAD_W was left unused before the loop).
+                self.tiles.append(self._sp_rows(f["w_addr"] + s * R, R, 1)[:, :C])
                 a = self._sp_rows(f["sp_addr"] + s * f["a_step"], rows, f["sp_stride"])[:, :R]
-                self._mac(out, a, self.weights, bool(f["accumulate"]) or s > 0)
+                self._mac(out, a, self.tiles.pop(0), bool(f["accumulate"]) or s > 0)
         elif op == isa.Opcode.STORE:
             self._store(f)
         # FENCE orders nothing in a sequential executor.
