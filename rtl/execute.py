@@ -4,13 +4,19 @@ A weight feeder reads a tile's ``rows`` weight rows from the scratchpad into the
 ``w_in``; an activation feeder reads ``T`` activation rows into ``a_in``; results leave the
 array ``rows + cols`` cycles later and are written (or added) to accumulator rows. The two
 feeders work concurrently, so the next tile's weights load while the current tile streams
-(the array itself pairs weight tiles with activation tiles in order). Dependency tokens are
-popped before an instruction starts and pushed when it has completed: for MATMUL, when
-its last result row has been written to the accumulator.
+(the array itself pairs weight tiles with activation tiles in order). A MATMUL with
+``k_steps = n >= 1`` is a K loop: an expander in front of the feeders issues it as the
+micro-operations LOAD_W, MATMUL, LOAD_W, MATMUL, ... (step ``s`` loads the contiguous tile
+at ``w_addr + s * rows`` and streams the activations at ``sp_addr + s * a_step``, every step
+after the first accumulating), one per cycle at most and each as soon as its feeder is free,
+so the loop runs cycle for cycle like the equivalent instruction sequence. Dependency tokens
+are popped before an instruction starts (a loop's before its first step) and pushed when
+it has completed: for MATMUL, when its last result row (a loop's, of its last step) has
+been written to the accumulator.
 
-Operands are range-checked before an instruction starts; one that would read or write
-outside the scratchpad or accumulator, or has ``rows == 0``, is not executed and is
-reported on ``error`` (the command processor stops the program).
+Operands are range-checked before an instruction starts (a loop's over all its steps); one
+that would read or write outside the scratchpad or accumulator, or has ``rows == 0``, is not
+executed and is reported on ``error`` (the command processor stops the program).
 """
 
 from __future__ import annotations
@@ -100,6 +106,7 @@ class ExecuteUnit(wiring.Component):
         lw = data.View(isa.layout(isa.Opcode.LOAD_W), word)
         is_mm = op == isa.Opcode.MATMUL
         is_lw = op == isa.Opcode.LOAD_W
+        looped = is_mm & (mm.k_steps != 0)
 
         def fits(start, count, stride, size):
             # start + (count - 1) * stride < size; Amaranth arithmetic widens, never wraps.
@@ -107,9 +114,31 @@ class ExecuteUnit(wiring.Component):
             m.d.comb += count_m1.eq(count - 1)
             return (count != 0) & (start + count_m1 * stride < size)
 
+        # A loop is checked whole before its first step: addresses grow with the step, so
+        # its last step bounds every other one.
+        last_step = Signal.like(mm.k_steps)
+        m.d.comb += last_step.eq(Mux(looped, mm.k_steps - 1, 0))
         lw_ok = fits(lw.sp_addr, Const(R, 16), lw.sp_stride, self.sp_rows)
-        mm_ok = (fits(mm.sp_addr, mm.rows, mm.sp_stride, self.sp_rows)
-                 & fits(mm.acc_addr, mm.rows, Const(1, 16), self.acc_rows))
+        mm_ok = (fits(mm.sp_addr + last_step * mm.a_step, mm.rows, mm.sp_stride, self.sp_rows)
+                 & fits(mm.acc_addr, mm.rows, Const(1, 16), self.acc_rows)
+                 & (~looped | (mm.w_addr + mm.k_steps * R <= self.sp_rows)))
+        ok = Mux(is_lw, lw_ok, mm_ok)
+
+        # Loop expander: the instruction stays on `insn` (not yet accepted) while its steps
+        # issue as micro-operations, a LOAD_W then a MATMUL per step.
+        step = Signal.like(mm.k_steps)      # current step of a loop
+        step_mm = Signal()                  # its LOAD_W has issued; its MATMUL is next
+        w_off = Signal(16)                  # step * R
+        a_off = Signal(16)                  # step * a_step
+        first = Signal()                    # nothing of this instruction has issued yet
+        final = Signal()                    # its last micro-operation is next
+        u_lw, u_mm = Signal(), Signal()
+        m.d.comb += [
+            first.eq((step == 0) & ~step_mm),
+            final.eq(~looped | (step_mm & (step == last_step))),
+            u_lw.eq(is_lw | (looped & ~step_mm)),
+            u_mm.eq(is_mm & ~u_lw),
+        ]
 
         # Feeder command registers.
         w_busy = Signal()
@@ -125,58 +154,80 @@ class ExecuteUnit(wiring.Component):
         a_accumulate = Signal()
         a_push_ld, a_push_st = Signal(), Signal()
 
-        need_ld = word[isa.flag_bit("pop_prev")]
-        need_st = word[isa.flag_bit("pop_next")]
-        push_ld = word[isa.flag_bit("push_prev")]
-        push_st = word[isa.flag_bit("push_next")]
+        need_ld = word[isa.flag_bit("pop_prev")] & first
+        need_st = word[isa.flag_bit("pop_next")] & first
+        push_ld = word[isa.flag_bit("push_prev")] & final
+        push_st = word[isa.flag_bit("push_next")] & final
         tokens_ok = (~need_ld | self.ld_avail) & (~need_st | self.st_avail)
         error_valid = Signal()
-        # The activation feeder takes its next MATMUL on the cycle it issues the last read
-        # of the current one, so consecutive MATMULs stream with no gap.
-        a_finishing = Signal()
-        unit_free = Mux(is_mm, ~a_busy | a_finishing, Mux(is_lw, ~w_busy, 1))
-        take = Signal()
+        # A feeder takes its next instruction on the cycle it issues the last read of the
+        # current one, so consecutive MATMULs stream with no gap and weights load early.
+        a_finishing, w_finishing = Signal(), Signal()
+        unit_free = Mux(u_mm, ~a_busy | a_finishing, Mux(u_lw, ~w_busy | w_finishing, 1))
+        take = Signal()                     # a micro-operation (or a refusal) issues
+        # A refused loop leaves `insn` the cycle after its refusal, which keeps the range
+        # check's multipliers out of the path to `insn.ready`.
+        refused = Signal()
+        m.d.sync += refused.eq(take & ~ok & ~final)
         m.d.comb += [
             self.stall_token.eq(self.insn.valid & ~tokens_ok & ~error_valid),
             take.eq(self.insn.valid & tokens_ok & unit_free & ~error_valid),
-            self.insn.ready.eq(take),
+            self.insn.ready.eq((take & final) | refused),
             self.ld_pop.eq(take & need_ld),
             self.st_pop.eq(take & need_st),
         ]
         m.d.comb += self.error_valid.eq(error_valid)
+        with m.If(take & looped & ok):
+            with m.If(~step_mm):
+                m.d.sync += step_mm.eq(1)
+            with m.Elif(final):
+                m.d.sync += [step.eq(0), step_mm.eq(0), w_off.eq(0), a_off.eq(0)]
+            with m.Else():
+                m.d.sync += [step.eq(step + 1), step_mm.eq(0), w_off.eq(w_off + R),
+                             a_off.eq(a_off + mm.a_step)]
 
         # -- weight feeder ---------------------------------------------------------------
-        m.submodules.wfifo = wfifo = fifo.SyncFIFOBuffered(width=8 * C, depth=self.FEED_DEPTH)
+        # The tile's last row carries its LOAD_W's push flags, so the feeder can take the
+        # next LOAD_W as soon as it has issued this one's last read: the next tile's rows
+        # queue behind this one's and enter the shadow weights as soon as the array frees
+        # them (waiting for this tile to enter the array would add the read latency to
+        # every tile).
+        m.submodules.wfifo = wfifo = fifo.SyncFIFOBuffered(width=8 * C + 2,
+                                                           depth=self.FEED_DEPTH)
         # Issue a read only when its row is sure to find room in the FIFO.
         w_inflight = Signal.like(wfifo.level)
         w_used = Signal.like(wfifo.level)
         m.d.comb += w_used.eq(wfifo.level + w_inflight)
         w_issue = Signal()
+        w_last = Signal()
+        w_tag, w_tag_q = Signal(2), Signal(2)   # pushes, on the tile's last row
         m.d.comb += [
             self.sp_b_req.valid.eq(w_busy & (w_left != 0) & (w_used < self.FEED_DEPTH)),
             self.sp_b_req.payload.eq(w_addr),
             w_issue.eq(self.sp_b_req.valid & self.sp_b_req.ready),
+            w_last.eq(w_left == 1),
+            w_tag.eq(Mux(w_last, Cat(w_push_ld, w_push_st), 0)),
+            w_finishing.eq(w_issue & w_last),
         ]
-        m.d.sync += w_inflight.eq(w_issue)
+        m.d.sync += [w_inflight.eq(w_issue), w_tag_q.eq(w_tag)]
         with m.If(w_issue):
             m.d.sync += [w_addr.eq(w_addr + w_stride), w_left.eq(w_left - 1)]
+            with m.If(w_last):
+                m.d.sync += w_busy.eq(0)
         m.d.comb += [
             wfifo.w_en.eq(self.sp_b_resp.valid),
-            wfifo.w_data.eq(Cat(*[self.sp_b_resp.payload[j] for j in range(C)])),
+            wfifo.w_data.eq(Cat(*[self.sp_b_resp.payload[j] for j in range(C)], w_tag_q)),
             array.w_in.valid.eq(wfifo.r_rdy),
-            array.w_in.payload.as_value().eq(wfifo.r_data),
+            array.w_in.payload.as_value().eq(wfifo.r_data[:8 * C]),
             wfifo.r_en.eq(array.w_in.ready),
         ]
-        # The tile is loaded once its last row entered the array.
-        w_sent = Signal(range(R + 1))
+        # A LOAD_W has completed once its tile's last row entered the array.
         w_fire = Signal()
-        m.d.comb += w_fire.eq(array.w_in.valid & array.w_in.ready)
-        w_done = Signal()
-        m.d.comb += w_done.eq(w_busy & w_fire & (w_sent == R - 1))
-        with m.If(w_fire):
-            m.d.sync += w_sent.eq(Mux(w_sent == R - 1, 0, w_sent + 1))
-        with m.If(w_done):
-            m.d.sync += w_busy.eq(0)
+        w_done_push = Signal(2)
+        m.d.comb += [
+            w_fire.eq(array.w_in.valid & array.w_in.ready),
+            w_done_push.eq(Mux(w_fire, wfifo.r_data[8 * C:], 0)),
+        ]
 
         # -- activation feeder -----------------------------------------------------------
         m.submodules.afifo = afifo = fifo.SyncFIFOBuffered(width=8 * R + 1 + 16 + 1 + 2,
@@ -205,18 +256,22 @@ class ExecuteUnit(wiring.Component):
         m.d.comb += a_finishing.eq(a_issue & a_last)
         # After the feeders' own updates, so a new instruction's registers win.
         with m.If(take):
-            with m.If(is_lw & lw_ok):
-                m.d.sync += [w_busy.eq(1), w_addr.eq(lw.sp_addr), w_stride.eq(lw.sp_stride),
-                             w_left.eq(R), w_push_ld.eq(push_ld), w_push_st.eq(push_st)]
-            with m.Elif(is_mm & mm_ok):
-                m.d.sync += [a_busy.eq(1), a_addr.eq(mm.sp_addr), a_stride.eq(mm.sp_stride),
-                             a_left.eq(mm.rows), a_acc.eq(mm.acc_addr),
-                             a_accumulate.eq(mm.accumulate), a_push_ld.eq(push_ld),
-                             a_push_st.eq(push_st)]
-            with m.Else():
+            with m.If(~(is_lw | is_mm) | ~ok):
                 m.d.sync += [error_valid.eq(1),
                              self.error.eq(Mux(is_lw | is_mm, ExecError.BAD_OPERAND,
                                                ExecError.BAD_OPCODE))]
+            with m.Elif(is_lw):
+                m.d.sync += [w_busy.eq(1), w_addr.eq(lw.sp_addr), w_stride.eq(lw.sp_stride),
+                             w_left.eq(R), w_push_ld.eq(push_ld), w_push_st.eq(push_st)]
+            with m.Elif(u_lw):
+                # A loop step's tile: contiguous rows, and only the step's MATMUL pushes.
+                m.d.sync += [w_busy.eq(1), w_addr.eq(mm.w_addr + w_off), w_stride.eq(1),
+                             w_left.eq(R), w_push_ld.eq(0), w_push_st.eq(0)]
+            with m.Else():
+                m.d.sync += [a_busy.eq(1), a_addr.eq(mm.sp_addr + a_off),
+                             a_stride.eq(mm.sp_stride), a_left.eq(mm.rows),
+                             a_acc.eq(mm.acc_addr), a_accumulate.eq(mm.accumulate | (step != 0)),
+                             a_push_ld.eq(push_ld), a_push_st.eq(push_st)]
         m.d.comb += [
             afifo.w_en.eq(self.sp_a_resp.valid),
             afifo.w_data.eq(Cat(*[self.sp_a_resp.payload[i] for i in range(R)], a_tag_q)),
@@ -257,16 +312,17 @@ class ExecuteUnit(wiring.Component):
         done_valid, done_push_ld, done_push_st = committed[0], committed[1], committed[2]
         # A MATMUL's completion and a LOAD_W's can push in the same cycle.
         m.d.comb += [
-            self.ld_push.eq((done_valid & done_push_ld) + (w_done & w_push_ld)),
-            self.st_push.eq((done_valid & done_push_st) + (w_done & w_push_st)),
+            self.ld_push.eq((done_valid & done_push_ld) + w_done_push[0]),
+            self.st_push.eq((done_valid & done_push_st) + w_done_push[1]),
         ]
 
         # -- status and performance signals ---------------------------------------------
         in_array = Signal(range(cfg.latency + 4))   # rows between a_in and readability
         m.d.sync += in_array.eq(in_array + a_fire - done_valid)
         m.d.comb += [
-            self.busy.eq(w_busy | a_busy | w_inflight | a_inflight | afifo.r_rdy
-                         | wfifo.r_rdy | (in_array != 0)),
+            # Levels, not r_rdy: a buffered FIFO shows a new row on r_rdy a cycle late.
+            self.busy.eq(w_busy | a_busy | w_inflight | a_inflight | (afifo.level != 0)
+                         | (wfifo.level != 0) | (in_array != 0) | ~first),
             self.array_busy.eq(a_fire),
             self.stall_weights.eq(array.a_in.valid & ~array.a_in.ready),
             self.stall_operand.eq(~array.a_in.valid & a_busy),

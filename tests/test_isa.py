@@ -13,9 +13,25 @@ def test_round_trip_example():
     insn = isa.decode(word)
     assert insn.op is isa.Opcode.MATMUL
     assert dict(insn.fields) == {"sp_addr": 5, "sp_stride": 3, "rows": 128, "acc_addr": 77,
-                                 "accumulate": 1}
+                                 "accumulate": 1, "k_steps": 0, "w_addr": 0, "a_step": 0}
     assert insn.pop_prev and insn.push_next and not insn.pop_next and not insn.push_prev
     assert str(insn).startswith("matmul sp_addr=5")
+
+
+def test_matmul_k_loop_round_trip():
+    """The K-loop fields follow the plain MATMUL's, at fixed positions and full widths."""
+    fields = {"sp_addr": 0xFFFF, "sp_stride": 1, "rows": 0x3FFF, "acc_addr": 2, "accumulate": 0,
+              "k_steps": 0xFFF, "w_addr": 0xABCD, "a_step": 0xFFFF}
+    word = isa.encode("matmul", **fields, push_prev=True)
+    insn = isa.decode(word)
+    assert dict(insn.fields) == fields and insn.push_prev and not insn.pop_prev
+    assert isa.disassemble(isa.assemble([insn])) == [insn]
+    assert word >> 71 == 0xFFF | 0xABCD << 12 | 0xFFFF << 28
+    lay = isa.layout(isa.Opcode.MATMUL)
+    assert [(lay[f].offset, lay[f].width) for f in ("k_steps", "w_addr", "a_step")] == [
+        (71, 12), (83, 16), (99, 16)]
+    with pytest.raises(isa.IsaError, match=r"MATMUL.k_steps must be in \[0, 4095\], not 4096"):
+        isa.encode("matmul", k_steps=4096)
 
 
 def test_signed_field():
