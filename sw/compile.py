@@ -259,8 +259,10 @@ class ProgramBuilder:
         self.dram_out: list[tuple[int, int]] = []
         self.dram_in: list[tuple[int, int]] = []
         self.fences = 0
+        self.pending: list = []
         self.acc_slot = 0
         self.w_turn = 0
+        self.x_turn = 0
         self.par_next = 0
         self.zp_relu = None
 
@@ -347,7 +349,7 @@ class ProgramBuilder:
         # orders the two through a FENCE: load and store are not adjacent queues.
         mine_in, mine_out = op.reads(cfg), op.writes()
         if _overlap(mine_in + mine_out, self.dram_out) or _overlap(mine_out, self.dram_in):
-            self._fence()
+            self.pending.append(None)           # a FENCE, in stream order
         self.dram_in += mine_in
         self.dram_out += mine_out
         _emit_gemm(self, op, schedule)
@@ -355,8 +357,70 @@ class ProgramBuilder:
         self.schedules.append(schedule)
         return schedule
 
+    def _queue(self, op: isa.Opcode, fields: dict, reads=(), writes=(), base=None) -> None:
+        self.pending.append((op, fields, tuple(reads), tuple(writes), base))
+
+    #: Array cycles of MATMULs a LOAD may be hoisted above (see :meth:`_flush`).
+    LOOKAHEAD = 64
+
+    def _flush(self) -> None:
+        """Emit the queued instructions, hoisting each LOAD above recent MATMULs.
+
+        A LOAD goes out ahead of the MATMULs (and their STOREs) queued before it, up to
+        :attr:`LOOKAHEAD` cycles of array work, unless it writes rows one of them uses
+        (then those are emitted first). The next operands are then on their way while the
+        array computes, and a store queue waiting for results does not hold loads back in
+        the in-order dispatcher.
+        """
+        R = self.config.rows
+        sizes = {SP: self.config.sp_rows, ACC: self.config.acc_rows, PAR: self.config.param_rows}
+        held: list[list] = []       # [work cycles, {mem: rows used}, items...] per MATMUL
+
+        def release(upto: int) -> None:
+            for group in held[:upto]:
+                for item in group[2:]:
+                    self._emit(*item)
+            del held[:upto]
+
+        def used(accesses) -> dict:
+            out: dict = {}
+            for mem, rows in accesses:
+                idx = np.arange(sizes[mem])[rows]
+                out[mem] = np.union1d(out.get(mem, np.empty(0, int)), idx)
+            return out
+
+        for item in self.pending:
+            if item is None:
+                release(len(held))
+                self._fence()
+                continue
+            op, fields, reads, writes, base = item
+            if op == isa.Opcode.LOAD:
+                mine = used(writes)
+                last = max((i + 1 for i, g in enumerate(held)
+                            if any(mem in g[1] and np.intersect1d(idx, g[1][mem]).size
+                                   for mem, idx in mine.items())), default=0)
+                # A parameter LOAD is not hoisted: the MATMULs before it are what tells it
+                # (through their tokens) that the stores using its rows are done.
+                release(len(held) if fields["mem"] == isa.Mem.PARAMS else last)
+                self._emit(*item)
+                continue
+            if op == isa.Opcode.MATMUL or not held:
+                work = fields.get("rows", 0) * max(1, fields.get("k_steps", 0))
+                work = max(work, R * fields.get("k_steps", 0))
+                held.append([work, {}])
+                while len(held) > 1 and sum(g[0] for g in held[1:]) >= self.LOOKAHEAD:
+                    release(1)
+            group = held[-1]
+            group.append(item)
+            for mem, idx in used(reads + writes).items():
+                group[1][mem] = np.union1d(group[1].get(mem, np.empty(0, int)), idx)
+        release(len(held))
+        self.pending = []
+
     def finish(self) -> Program:
         """Append END and return the encoded :class:`Program`."""
+        self._flush()
         self.insns.append(_Insn(isa.Opcode.END, {}, 3, -1))
         words = [isa.encode(i.op, **i.fields, **{f: True for f in i.flags})
                  for i in self.insns]
@@ -394,7 +458,9 @@ def _layout(cfg: AcceleratorConfig, op: GemmOp, s: Schedule, strict: bool = True
     slab, run = mg * kc, g * kc * R
     bank_rows = cfg.sp_rows // cfg.sp_banks
     best = None
-    for xbufs in ((1,) if resident and mchunks == 1 else (2, 1)):
+    # Two X buffers when they fit, also for a single resident slab: consecutive
+    # operations of a program then load into the buffer the previous one is not reading.
+    for xbufs in (2, 1):
         x_end = xbufs * slab
         for wbufs in (3, 2):
             w_start = cfg.sp_rows - wbufs * run
@@ -446,15 +512,14 @@ def _emit_gemm(b: ProgramBuilder, op: GemmOp, s: Schedule) -> None:
     acc_slots = max(1, min(cfg.acc_rows // (mg * g), cfg.param_rows // g - 1))
     block_bytes = kb * R * C
     if (op.zero_point, op.relu) != b.zp_relu:
-        b._emit(isa.Opcode.CONFIG, {"zero_point": op.zero_point, "relu": int(op.relu)})
+        b._queue(isa.Opcode.CONFIG, {"zero_point": op.zero_point, "relu": int(op.relu)})
         b.zp_relu = (op.zero_point, op.relu)
-    x_turn = 0
     first_chunk = True
     for m0 in range(0, m, mg):
         mrows = min(mg, m - m0)
         if resident:
-            xb = x_base[x_turn % len(x_base)]
-            x_turn += 1
+            xb = x_base[b.x_turn % len(x_base)]
+            b.x_turn += 1
         for g0 in range(0, nb, g):
             blocks = list(range(g0, min(nb, g0 + g)))
             acc0 = (b.acc_slot % acc_slots) * mg * g
@@ -465,7 +530,7 @@ def _emit_gemm(b: ProgramBuilder, op: GemmOp, s: Schedule) -> None:
             slot0 = b.par_next
             b.par_next += len(blocks)
             par = {blk: slot0 + i for i, blk in enumerate(blocks)}
-            b._emit(isa.Opcode.LOAD, {"mem": isa.Mem.PARAMS, "rows": len(blocks),
+            b._queue(isa.Opcode.LOAD, {"mem": isa.Mem.PARAMS, "rows": len(blocks),
                                       "row_bytes": 9 * C, "dram_addr": op.p_addr + g0 * 9 * C,
                                       "dram_stride": 9 * C, "sram_addr": slot0},
                     writes=[(PAR, _rows(slot0, len(blocks)))], base="p")
@@ -474,8 +539,8 @@ def _emit_gemm(b: ProgramBuilder, op: GemmOp, s: Schedule) -> None:
                 kn = min(kc, kb - k0)
                 load_x = not resident or g0 == 0
                 if not resident:
-                    xb = x_base[x_turn % len(x_base)]
-                    x_turn += 1
+                    xb = x_base[b.x_turn % len(x_base)]
+                    b.x_turn += 1
                 wb = w_base[b.w_turn % len(w_base)]
                 b.w_turn += 1
                 split = first_chunk and s.first_ms and load_x
@@ -489,7 +554,7 @@ def _emit_gemm(b: ProgramBuilder, op: GemmOp, s: Schedule) -> None:
                     for gi, blk in enumerate(blocks):
                         wrow = wb + gi * kn * R
                         if r0 == 0:
-                            b._emit(isa.Opcode.LOAD,
+                            b._queue(isa.Opcode.LOAD,
                                     {"mem": isa.Mem.SCRATCHPAD, "rows": kn * R, "row_bytes": C,
                                      "dram_addr": op.w_addr + blk * block_bytes + k0 * R * C,
                                      "dram_stride": C, "sram_addr": wrow},
@@ -497,7 +562,7 @@ def _emit_gemm(b: ProgramBuilder, op: GemmOp, s: Schedule) -> None:
                         acc = acc0 + gi * mg + r0
                         xrows = (xb + r0 + mrows * np.arange(kn)[:, None]
                                  + np.arange(rr)[None, :]).ravel()
-                        b._emit(isa.Opcode.MATMUL,
+                        b._queue(isa.Opcode.MATMUL,
                                 {"sp_addr": xb + r0, "sp_stride": 1, "rows": rr,
                                  "acc_addr": acc, "accumulate": int(ci > 0), "k_steps": kn,
                                  "w_addr": wrow, "a_step": mrows},
@@ -510,7 +575,7 @@ def _emit_gemm(b: ProgramBuilder, op: GemmOp, s: Schedule) -> None:
                                          else _rows(acc, rr))])
                         if ci == kchunks - 1:
                             cc = min(C, n - blk * C)
-                            b._emit(isa.Opcode.STORE,
+                            b._queue(isa.Opcode.STORE,
                                     {"rows": rr, "cols": cc, "acc_addr": acc,
                                      "param_addr": par[blk],
                                      "dram_addr": op.y_addr + (m0 + r0) * op.y_stride + blk * C,
@@ -533,7 +598,7 @@ def _load_x(b: ProgramBuilder, op: GemmOp, xb: int, mrows: int, m0: int, r0: int
     if mrows == 1:
         full = min(kn, op.k // R - k0)
         if full > 1:
-            b._emit(isa.Opcode.LOAD,
+            b._queue(isa.Opcode.LOAD,
                     {"mem": isa.Mem.SCRATCHPAD, "rows": full, "row_bytes": R,
                      "dram_addr": op.x_addr + m0 * op.x_stride + k0 * R, "dram_stride": R,
                      "sram_addr": xb},
@@ -542,7 +607,7 @@ def _load_x(b: ProgramBuilder, op: GemmOp, xb: int, mrows: int, m0: int, r0: int
     for kk in range(first, kn):
         kstart = (k0 + kk) * R
         row = xb + kk * mrows + r0
-        b._emit(isa.Opcode.LOAD,
+        b._queue(isa.Opcode.LOAD,
                 {"mem": isa.Mem.SCRATCHPAD, "rows": rr, "row_bytes": min(R, op.k - kstart),
                  "dram_addr": op.x_addr + (m0 + r0) * op.x_stride + kstart,
                  "dram_stride": op.x_stride, "sram_addr": row},
