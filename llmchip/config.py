@@ -17,8 +17,9 @@ __all__ = ["AcceleratorConfig", "DATAFLOWS", "BUS_BITS", "PARAMS_SCHEMA_VERSION"
 #: Supported dataflows: weight-stationary and output-stationary.
 DATAFLOWS = ("ws", "os")
 
-#: Bumped whenever the meaning of a field in ``params.json`` changes.
-PARAMS_SCHEMA_VERSION = 1
+#: Bumped whenever a field of ``params.json`` is added or changes meaning (2: ``dma_outstanding``),
+#: so a sidecar never reads back as a config other than the one it describes.
+PARAMS_SCHEMA_VERSION = 2
 
 #: Data widths of the AXI4 DMA port.
 BUS_BITS = (64, 128, 256, 512)
@@ -73,6 +74,11 @@ class AcceleratorConfig:
         Rows of per-output-channel requantization parameters, a power of two, 2 to 65536.
     bus_bits : int
         Data width of the AXI4 DMA port: 64, 128, 256 or 512.
+    dma_outstanding : int
+        Most DMA bursts in flight per direction, 1 to 64 (the DMA's ``max_outstanding``).
+        A row of at most one beat is one burst, so such rows stream at one beat per cycle
+        only while this many bursts cover the memory's round trip. The DMA's read buffer
+        holds ``16 * dma_outstanding`` beats (room for that many bursts of up to 16 beats).
 
     Raises
     ------
@@ -92,6 +98,7 @@ class AcceleratorConfig:
     acc_rows: int = 512
     param_rows: int = 64
     bus_bits: int = 128
+    dma_outstanding: int = 16
 
     def __post_init__(self) -> None:
         check_int("rows", self.rows, 1, MAX_DIM)
@@ -117,6 +124,7 @@ class AcceleratorConfig:
         if self.bus_bits not in BUS_BITS:
             raise ValueError(f"bus_bits must be one of {', '.join(map(str, BUS_BITS))}, "
                              f"not {self.bus_bits!r}")
+        check_int("dma_outstanding", self.dma_outstanding, 1, 64)
 
     # -- derived values -------------------------------------------------------------
 

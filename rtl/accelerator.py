@@ -5,15 +5,17 @@ load unit, execute unit (with the systolic array), store unit (with the post-pro
 scratchpad, accumulator, dependency-token counters and performance counters.
 
 Soft reset (``CTRL.soft_reset``) aborts the DMA, waits until no bus transaction is
-outstanding, then resets every unit for one cycle; memories and the CSRs other than the
-status keep their contents, so the host can start the next program right away.
+outstanding, then resets every unit, the dependency-token counters and the memories'
+request pipelines for one cycle; the memories' contents and the CSRs other than the
+status are kept, so the host can start the next program right away.
 """
 
 from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, ResetInserter, Signal
-from amaranth.lib import wiring
-from amaranth.lib.wiring import Out
+from amaranth.lib import stream, wiring
+from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.wiring import In, Out
 
 from llmchip.config import AcceleratorConfig
 from llmchip.sw import regs
@@ -23,13 +25,14 @@ from .axi import axi4_signature, axi4lite_signature
 from .cmdproc import CommandProcessor
 from .csr import ADDR_WIDTH, CsrBlock
 from .dma import AxiDma
+from .dma_if import dma_cmd_layout, dma_data_layout, dma_done_layout
 from .execute import ExecuteUnit
 from .load import LoadUnit
 from .pe import _rejected
 from .scratchpad import Scratchpad
 from .store import StoreUnit
 
-__all__ = ["Accelerator", "csr_constants"]
+__all__ = ["Accelerator", "ReadArbiter", "csr_constants"]
 
 ADDR_BITS = 32
 
@@ -46,6 +49,79 @@ def csr_constants(cfg: AcceleratorConfig) -> dict[str, int]:
         "CFG_SP_ROW": cfg.sp_row_bytes,
         "CFG_ACC": cfg.acc_rows,
     }
+
+
+class ReadArbiter(wiring.Component):
+    """Share the DMA's read engine between instruction fetch and the load unit.
+
+    Both clients may have commands in flight at once. A command goes to the DMA from
+    instruction fetch when both ask (fetch has at most one command in flight and the
+    instructions feed every unit, so the load unit waits at most one command; the fetch
+    never starves the loads). The DMA answers in command order, so two queues of owners
+    route the answers: one entry per accepted command in the completion queue, popped by
+    its ``rd_done``; one per command with data in the data queue, popped by the command's
+    ``last`` beat (data beats of the next command may flow before a completion is taken).
+
+    Clients must not send commands without data (``rows`` or ``row_bytes`` of 0; the
+    fetch and load units never do); after an abort the arbiter is reset with the DMA's
+    clients.
+
+    Parameters
+    ----------
+    bus_bytes : int
+        Bytes per DMA data beat.
+    addr_width : int
+        DRAM address width.
+    depth : int
+        Entries per owner queue: at least the commands the DMA can hold
+        (``DmaConfig.max_pending``). A full queue holds commands back.
+    """
+
+    def __init__(self, bus_bytes: int, addr_width: int, depth: int):
+        self.depth = depth
+        cmd = stream.Signature(dma_cmd_layout(addr_width))
+        beat = stream.Signature(dma_data_layout(bus_bytes))
+        done = stream.Signature(dma_done_layout())
+        super().__init__({
+            "fetch_cmd": In(cmd), "fetch_data": Out(beat), "fetch_done": Out(done),
+            "load_cmd": In(cmd), "load_data": Out(beat), "load_done": Out(done),
+            "rd_cmd": Out(cmd), "rd_data": In(beat), "rd_done": In(done),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        # Owner 1 is the load unit, 0 instruction fetch.
+        m.submodules.data_owners = data_q = SyncFIFO(width=1, depth=self.depth)
+        m.submodules.done_owners = done_q = SyncFIFO(width=1, depth=self.depth)
+
+        to_load = Signal()
+        m.d.comb += [
+            to_load.eq(~self.fetch_cmd.valid),
+            self.rd_cmd.valid.eq((self.fetch_cmd.valid | self.load_cmd.valid)
+                                 & data_q.w_rdy & done_q.w_rdy),
+            self.rd_cmd.payload.eq(Mux(to_load, self.load_cmd.payload,
+                                       self.fetch_cmd.payload)),
+            self.fetch_cmd.ready.eq(self.rd_cmd.ready & data_q.w_rdy & done_q.w_rdy),
+            self.load_cmd.ready.eq(self.fetch_cmd.ready & to_load),
+            data_q.w_data.eq(to_load),
+            done_q.w_data.eq(to_load),
+            done_q.w_en.eq(self.rd_cmd.valid & self.rd_cmd.ready),
+            data_q.w_en.eq(done_q.w_en & (self.rd_cmd.payload.rows != 0)
+                           & (self.rd_cmd.payload.row_bytes != 0)),
+        ]
+
+        for q, src, dsts in ((data_q, self.rd_data, (self.fetch_data, self.load_data)),
+                             (done_q, self.rd_done, (self.fetch_done, self.load_done))):
+            for owner, dst in enumerate(dsts):
+                mine = q.r_rdy & (q.r_data == owner)
+                m.d.comb += [dst.valid.eq(src.valid & mine), dst.payload.eq(src.payload)]
+                with m.If(mine):
+                    m.d.comb += src.ready.eq(dst.ready)
+        m.d.comb += [
+            data_q.r_en.eq(self.rd_data.valid & self.rd_data.ready & self.rd_data.payload.last),
+            done_q.r_en.eq(self.rd_done.valid & self.rd_done.ready),
+        ]
+        return m
 
 
 class Accelerator(wiring.Component):
@@ -88,15 +164,18 @@ class Accelerator(wiring.Component):
         wiring.connect(m, wiring.flipped(self.csr), csr.bus)
         m.d.comb += self.irq.eq(csr.irq)
 
-        dma = unit("dma", AxiDma(ADDR_BITS, cfg.bus_bits, 1))
+        dma = unit("dma", AxiDma(ADDR_BITS, cfg.bus_bits, 1,
+                                 max_outstanding=cfg.dma_outstanding))
         wiring.connect(m, wiring.flipped(self.bus), dma.bus)
         cp = unit("cmdproc", CommandProcessor(B, ADDR_BITS))
         lu = unit("load", LoadUnit(cfg, cfg.sp_rows, cfg.acc_rows, cfg.param_rows, B,
                                    ADDR_BITS))
         eu = unit("execute", ExecuteUnit(cfg, cfg.sp_rows, cfg.acc_rows))
         su = unit("store", StoreUnit(cfg, cfg.acc_rows, cfg.param_rows, B, ADDR_BITS))
-        m.submodules.sp = sp = Scratchpad(cfg.sp_row_bytes, cfg.sp_rows, cfg.sp_banks)
-        m.submodules.acc = acc = Accumulator(cfg.cols, cfg.acc_rows, cfg.acc_width)
+        # The memories' contents survive a soft reset, their pipelines do not: a read that
+        # the execute or store unit issues as it is reset must not answer the reset unit.
+        sp = unit("sp", Scratchpad(cfg.sp_row_bytes, cfg.sp_rows, cfg.sp_banks))
+        acc = unit("acc", Accumulator(cfg.cols, cfg.acc_rows, cfg.acc_width))
 
         # Memories.
         wiring.connect(m, lu.sp_w, sp.w)
@@ -123,40 +202,28 @@ class Accelerator(wiring.Component):
         ]
 
         # DMA: writes belong to the store unit; the read engine is shared by instruction
-        # fetch and the load unit, one whole command at a time.
+        # fetch and the load unit, whose commands may be in flight together.
         wiring.connect(m, su.wr_cmd, dma.wr_cmd)
         wiring.connect(m, su.wr_data, dma.wr_data)
         wiring.connect(m, dma.wr_done, su.wr_done)
-        owner = Signal(2)      # 0 free, 1 fetch, 2 load unit
-        grant_cp = Signal()
-        m.d.comb += grant_cp.eq(Mux(owner == 0, cp.rd_cmd.valid, owner == 1))
-        def route(client):
-            free = owner == 0
-            m.d.comb += [dma.rd_cmd.payload.eq(client.rd_cmd.payload),
-                         dma.rd_cmd.valid.eq(client.rd_cmd.valid & free),
-                         client.rd_cmd.ready.eq(dma.rd_cmd.ready & free),
-                         client.rd_data.valid.eq(dma.rd_data.valid),
-                         client.rd_data.payload.eq(dma.rd_data.payload),
-                         dma.rd_data.ready.eq(client.rd_data.ready),
-                         client.rd_done.valid.eq(dma.rd_done.valid),
-                         client.rd_done.payload.eq(dma.rd_done.payload),
-                         dma.rd_done.ready.eq(client.rd_done.ready)]
-
-        with m.If(grant_cp):
-            route(cp)
-        with m.Else():
-            route(lu)
-        with m.If(dma.rd_cmd.valid & dma.rd_cmd.ready):
-            m.d.sync += owner.eq(Mux(grant_cp, 1, 2))
-        with m.If(dma.rd_done.valid & dma.rd_done.ready):
-            m.d.sync += owner.eq(0)
+        arb = unit("rd_arbiter", ReadArbiter(B, ADDR_BITS, dma.config.max_pending))
+        wiring.connect(m, cp.rd_cmd, arb.fetch_cmd)
+        wiring.connect(m, arb.fetch_data, cp.rd_data)
+        wiring.connect(m, arb.fetch_done, cp.rd_done)
+        wiring.connect(m, lu.rd_cmd, arb.load_cmd)
+        wiring.connect(m, arb.load_data, lu.rd_data)
+        wiring.connect(m, arb.load_done, lu.rd_done)
+        wiring.connect(m, arb.rd_cmd, dma.rd_cmd)
+        wiring.connect(m, dma.rd_data, arb.rd_data)
+        wiring.connect(m, dma.rd_done, arb.rd_done)
         m.d.comb += [dma.window_base.eq(csr.dram_base),
                      dma.window_size.eq(csr.dram_size)]
 
-        # Dependency tokens: load <-> execute <-> store.
+        # Dependency tokens: load <-> execute <-> store. A soft reset clears them with the
+        # units: tokens pushed by a stopped program must not release the next one's work.
         def tokens(name, push, pop):
             count = Signal(8, name=name)
-            m.d.sync += count.eq(count + push - pop)
+            m.d.sync += count.eq(Mux(unit_rst, 0, count + push - pop))
             return count != 0
 
         m.d.comb += [

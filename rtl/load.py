@@ -3,21 +3,28 @@
 Runs LOAD instructions. Each DRAM row of ``row_bytes`` bytes arrives from the DMA as
 ``ceil(row_bytes / bus_bytes)`` beats and becomes one on-chip row, zero-padded: a
 scratchpad row (``max(rows, cols)`` int8), an accumulator row (``cols`` little-endian
-int32) or a parameter row (``9 * cols`` bytes, see :mod:`llmchip.rtl.store`). The unit
-completes, and pushes its token, once the DMA has reported the transfer done.
+int32) or a parameter row (``9 * cols`` bytes, see :mod:`llmchip.rtl.store`).
+
+LOADs are pipelined: the unit sends the DMA the next LOAD's command while earlier LOADs'
+data is still arriving, up to ``max_loads`` LOADs in flight. A queue of their
+descriptors, in program order, has two heads: incoming beats are assembled into rows for
+the oldest LOAD whose data is incomplete (a beat with ``last`` ends it), and each
+``rd_done`` completes the oldest LOAD not yet completed, which then pushes its token.
+The DMA answers commands in order, so both heads only move forward.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from llmchip.config import AcceleratorConfig
+from llmchip.config import AcceleratorConfig, check_int
 from llmchip.sw import isa, regs
 
 from .accumulator import write_layout
 from .dma_if import DmaError, dma_cmd_layout, dma_data_layout, dma_done_layout, error_code
+from .pe import _rejected
 from .store import param_row_bytes
 
 __all__ = ["LoadUnit"]
@@ -30,6 +37,19 @@ def _addr(rows: int):
 class LoadUnit(wiring.Component):
     """Load unit for ``config`` with the given memory sizes and DMA beat width.
 
+    A LOAD is taken (and its ``pop_next`` token consumed) once the unit has room for it;
+    its DMA command goes out from a one-entry register in the next cycle or later. A
+    LOAD completes when the DMA reports its command done, in program order; only then are
+    all of its rows written and its ``push_next`` token pushed.
+
+    Errors: a LOAD with bad operands (or another opcode) is taken only once every earlier
+    LOAD has completed; it issues nothing and reports ``BAD_OPERAND`` (or
+    ``ILLEGAL_OPCODE``). A DMA error is reported when its LOAD completes. Either way
+    ``error_valid`` rises, only the first error is kept, and the unit takes no further
+    instruction; LOADs already sent to the DMA still complete (rows written, tokens
+    pushed), so the DMA and the read arbiter drain. ``busy`` is high while any LOAD is in
+    flight.
+
     Parameters
     ----------
     config : AcceleratorConfig
@@ -39,12 +59,27 @@ class LoadUnit(wiring.Component):
         Bytes per DMA data beat.
     addr_width : int
         DRAM address width.
+    max_loads : int
+        Most LOADs in flight (taken and not completed), a power of two from 2 to 64.
+
+    Raises
+    ------
+    TypeError, ValueError
+        If ``max_loads`` is not such a power of two.
     """
 
     def __init__(self, config: AcceleratorConfig, sp_rows: int, acc_rows: int,
-                 param_rows: int, bus_bytes: int, addr_width: int = 32):
+                 param_rows: int, bus_bytes: int, addr_width: int = 32, max_loads: int = 8):
+        try:
+            check_int("max_loads", max_loads, 2, 64)
+        except (TypeError, ValueError) as exc:
+            raise _rejected(self, exc) from None
+        if max_loads & (max_loads - 1):
+            raise _rejected(self, ValueError(
+                f"max_loads must be a power of two, not {max_loads!r}"))
         self.config, self.bus_bytes, self.addr_width = config, bus_bytes, addr_width
         self.sp_rows, self.acc_rows, self.param_rows = sp_rows, acc_rows, param_rows
+        self.max_loads = max_loads
         C = config.cols
         self.sp_row_bytes = max(config.rows, config.cols)
         # Widest on-chip row in bytes, per destination.
@@ -75,6 +110,8 @@ class LoadUnit(wiring.Component):
         C = cfg.cols
         W = max(self.widths.values())
         nbeats_max = -(-W // B)
+        D = self.max_loads
+        k = (D - 1).bit_length()       # index bits; the pointers have one more (wrap) bit
 
         word = self.insn.payload
         ld = data.View(isa.layout(isa.Opcode.LOAD), word)
@@ -96,50 +133,71 @@ class LoadUnit(wiring.Component):
             with m.Default():
                 m.d.comb += ok.eq(0)
 
-        error_valid, active = Signal(), Signal()
-        take = Signal()
+        # In-flight LOADs, in program order: entries [done_ptr, wr_ptr) are taken and not
+        # completed, and [data_ptr, wr_ptr) still expect data.
+        desc_layout = data.StructLayout({"mem": 2, "sram_addr": 16, "push": 1,
+                                         "nbeats": range(nbeats_max + 1)})
+        descs = Array(Signal(desc_layout, name=f"desc{i}") for i in range(D))
+        wr_ptr, data_ptr, done_ptr = (Signal(k + 1, name=n)
+                                      for n in ("wr_ptr", "data_ptr", "done_ptr"))
+        empty, full = Signal(), Signal()
+        m.d.comb += [empty.eq(wr_ptr == done_ptr),
+                     full.eq((wr_ptr[:k] == done_ptr[:k]) & (wr_ptr[k] != done_ptr[k]))]
+
+        error_valid = Signal()
+        cmd_pending = Signal()
+        good, take = Signal(), Signal()
         m.d.comb += [
-            take.eq(self.insn.valid & ~active & ~error_valid & (~need_ex | self.ex_avail)),
+            good.eq(is_load & ok),
+            # A bad instruction waits for the LOADs before it, so errors come in order.
+            take.eq(self.insn.valid & ~error_valid & ~cmd_pending
+                    & (~need_ex | self.ex_avail) & Mux(good, ~full, empty)),
             self.insn.ready.eq(take),
             self.ex_pop.eq(take & need_ex),
             self.error_valid.eq(error_valid),
         ]
 
-        mem = Signal(2)
-        addr = Signal(16)
-        push = Signal()
-        cmd_pending = Signal()
         cmd = Signal(dma_cmd_layout(self.addr_width))
-        nbeats = Signal(range(nbeats_max + 1))      # beats per row
-        beat = Signal(range(max(nbeats_max, 2)))
-        with m.If(take):
-            with m.If(is_load & ok):
-                m.d.sync += [active.eq(1), mem.eq(ld.mem), addr.eq(ld.sram_addr),
-                             push.eq(push_ex), cmd_pending.eq(1), beat.eq(0),
-                             cmd.addr.eq(ld.dram_addr), cmd.rows.eq(ld.rows),
-                             cmd.row_bytes.eq(ld.row_bytes), cmd.stride.eq(ld.dram_stride),
-                             nbeats.eq((ld.row_bytes + B - 1) >> (B.bit_length() - 1))]
-            with m.Else():
-                m.d.sync += [error_valid.eq(1),
-                             self.error.eq(Mux(is_load, regs.ErrorCode.BAD_OPERAND,
-                                               regs.ErrorCode.ILLEGAL_OPCODE))]
+        entry = Signal(desc_layout)
+        m.d.comb += [entry.mem.eq(ld.mem), entry.sram_addr.eq(ld.sram_addr),
+                     entry.push.eq(push_ex),
+                     entry.nbeats.eq((ld.row_bytes + B - 1) >> (B.bit_length() - 1))]
+        with m.If(take & good):
+            m.d.sync += [wr_ptr.eq(wr_ptr + 1), cmd_pending.eq(1),
+                         cmd.addr.eq(ld.dram_addr), cmd.rows.eq(ld.rows),
+                         cmd.row_bytes.eq(ld.row_bytes), cmd.stride.eq(ld.dram_stride)]
+            for i, desc in enumerate(descs):
+                with m.If(wr_ptr[:k] == i):
+                    m.d.sync += desc.eq(entry)
+        with m.If(take & ~good):
+            m.d.sync += [error_valid.eq(1),
+                         self.error.eq(Mux(is_load, regs.ErrorCode.BAD_OPERAND,
+                                           regs.ErrorCode.ILLEGAL_OPCODE))]
         m.d.comb += [self.rd_cmd.valid.eq(cmd_pending), self.rd_cmd.payload.eq(cmd)]
         with m.If(self.rd_cmd.valid & self.rd_cmd.ready):
             m.d.sync += cmd_pending.eq(0)
 
-        # Assemble rows: earlier beats of the row are held in `buf`; the final beat is
-        # combined on the fly and the row written out.
+        # Assemble rows of the data head: earlier beats of the row are held in `buf`; the
+        # final beat is combined on the fly and the row written out.
+        head = descs[data_ptr[:k]]
+        mem = Signal(2)
+        nbeats = Signal(range(nbeats_max + 1))      # beats per row
+        row_off = Signal(16)                        # rows of the data head written so far
+        addr = Signal(16)
+        m.d.comb += [mem.eq(head.mem), nbeats.eq(head.nbeats),
+                     addr.eq(head.sram_addr + row_off)]
+        beat = Signal(range(max(nbeats_max, 2)))
         buf = Signal(data.ArrayLayout(unsigned(8), W))
         row = Signal(data.ArrayLayout(unsigned(8), W))
         beats_m1 = Signal.like(beat)
         row_end = Signal()
         m.d.comb += [beats_m1.eq(nbeats - 1), row_end.eq(beat == beats_m1)]
-        for k in range(nbeats_max):
-            with m.If(beat == k):
+        for j in range(nbeats_max):
+            with m.If(beat == j):
                 for p in range(W):
-                    if k * B <= p < (k + 1) * B:
-                        m.d.comb += row[p].eq(self.rd_data.payload.data[p - k * B])
-                    elif p < k * B:
+                    if j * B <= p < (j + 1) * B:
+                        m.d.comb += row[p].eq(self.rd_data.payload.data[p - j * B])
+                    elif p < j * B:
                         m.d.comb += row[p].eq(buf[p])
         writing = Signal()
         m.d.comb += writing.eq(self.rd_data.valid & row_end)
@@ -151,9 +209,12 @@ class LoadUnit(wiring.Component):
         with m.If(beat_fire):
             m.d.sync += buf.eq(row)
             with m.If(row_end):
-                m.d.sync += [beat.eq(0), addr.eq(addr + 1)]
+                m.d.sync += [beat.eq(0), row_off.eq(row_off + 1)]
             with m.Else():
                 m.d.sync += beat.eq(beat + 1)
+            # The DMA marks the final beat of each command.
+            with m.If(self.rd_data.payload.last):
+                m.d.sync += [data_ptr.eq(data_ptr + 1), row_off.eq(0)]
 
         sp_bytes = self.sp_row_bytes
         acc_bytes = self.widths[isa.Mem.ACCUMULATOR]
@@ -175,12 +236,19 @@ class LoadUnit(wiring.Component):
                 raw[lane_bits * j:lane_bits * (j + 1)].as_signed()
                 if lane_bits * (j + 1) <= 8 * acc_bytes else Signal(signed(lane_bits)))
 
-        # Completion.
-        with m.If(active & ~cmd_pending & self.rd_done.valid):
-            m.d.comb += [self.rd_done.ready.eq(1), self.ex_push.eq(push)]
-            m.d.sync += active.eq(0)
-            with m.If(self.rd_done.payload.error != DmaError.OK):
+        # Completion of the oldest LOAD in flight: the DMA sends `rd_done` only after the
+        # command's last beat was taken, so its rows are written.
+        done = Signal()
+        m.d.comb += [self.rd_done.ready.eq(~empty), done.eq(self.rd_done.valid & ~empty)]
+        with m.If(done):
+            m.d.comb += self.ex_push.eq(descs[done_ptr[:k]].push)
+            m.d.sync += done_ptr.eq(done_ptr + 1)
+            # A command that ended without its data (an abort) must not shift the rows of
+            # the next LOAD.
+            with m.If(data_ptr == done_ptr):
+                m.d.sync += [data_ptr.eq(done_ptr + 1), beat.eq(0), row_off.eq(0)]
+            with m.If((self.rd_done.payload.error != DmaError.OK) & ~error_valid):
                 m.d.sync += [error_valid.eq(1),
                              self.error.eq(error_code(self.rd_done.payload.error))]
-        m.d.comb += self.busy.eq(active | take)
+        m.d.comb += self.busy.eq(~empty | take)
         return m

@@ -363,10 +363,10 @@ class _RtlBackend:
         model = perf.simulate(program, timing=self.timing)
         limit = 4 * model.cycles + 20000
         res = self.session.run(prog_addr, n, limit_cycles=limit)
-        status = res.get("STATUS", 0)
-        if res.get("ERROR_INFO") and (status >> 8) & 0xFF:
-            raise RuntimeFailure(f"the accelerator stopped with error code {(status >> 8) & 0xFF}"
-                                 f" at instruction {res['ERROR_INFO']}")
+        if res.get("error"):
+            raise RuntimeFailure(f"the accelerator stopped with error code {res['error']} at "
+                                 f"instruction {res.get('ERROR_INFO')} (STATUS "
+                                 f"{res.get('STATUS', 0):#x})")
         return {"cycles": res["PERF_BUSY"], "model_cycles": model.cycles,
                 "array_busy": res["PERF_ARRAY_BUSY"],
                 "dram_read_bytes": res["PERF_DMA_RD_BYTES"],
@@ -374,8 +374,7 @@ class _RtlBackend:
                 "stall_weights": res.get("PERF_STALL_WEIGHTS", 0),
                 "stall_operand": res.get("PERF_STALL_OPERAND", 0),
                 "stall_token": res.get("PERF_STALL_TOKEN", 0),
-                "sim_cycles": res.get("sim_cycles", res["PERF_BUSY"]),
-                "sim_s": res.get("sim_wall_s", 0.0)}
+                "sim_cycles": res["cycles"], "sim_s": res["wall_s"]}
 
     def close(self) -> None:
         self.session.close()

@@ -1,5 +1,7 @@
 """Load unit against a Python DMA-read model: rows into scratchpad, accumulator, params."""
 
+from collections import deque
+
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
@@ -10,16 +12,25 @@ from llmchip.rtl.load import LoadUnit
 from llmchip.sw import isa, regs
 
 
-def run(cfg, bus_bytes, dram, program, *, rng, dma_error=DmaError.OK, acc_ready=0.6):
-    """Run LOADs; return the writes seen on each destination port and the stats."""
-    dut = LoadUnit(cfg, 64, 16, 4, bus_bytes)
-    out = {"sp": {}, "acc": {}, "params": {}, "error": None, "pushes": 0, "cmds": []}
+def run(cfg, bus_bytes, dram, program, *, rng, dma_error=DmaError.OK, acc_ready=0.6,
+        ex_avail=1, max_loads=8):
+    """Run LOADs; return the writes seen on each destination port and the stats.
+
+    The DMA model answers commands in order, like the DMA: each command's beats, then its
+    completion, which may wait while the next command's beats already flow. ``dma_error``
+    is the completion code of every command, or a dict from command number to code.
+    """
+    dut = LoadUnit(cfg, 64, 16, 4, bus_bytes, max_loads=max_loads)
+    out = {"sp": {}, "acc": {}, "params": {}, "error": None, "pushes": 0, "cmds": [],
+           "push_cycles": [], "done_cycles": [], "error_cycle": None, "in_flight": 0}
     B = bus_bytes
+    codes = dma_error if isinstance(dma_error, dict) else {}
 
     async def bench(ctx):
-        ctx.set(dut.ex_avail, 1)
-        i, beats, done_due = 0, [], 0
-        for _ in range(4000):
+        ctx.set(dut.ex_avail, ex_avail)
+        i = 0
+        flight = deque()    # per command not yet completed: [beats left, completion code]
+        for cycle in range(4000):
             ctx.set(dut.insn.valid, i < len(program))
             if i < len(program):
                 ctx.set(dut.insn.payload, program[i])
@@ -27,21 +38,27 @@ def run(cfg, bus_bytes, dram, program, *, rng, dma_error=DmaError.OK, acc_ready=
             ctx.set(dut.rd_cmd.ready, rng.random() < 0.7)
             if ctx.get(dut.rd_cmd.valid) and ctx.get(dut.rd_cmd.ready):
                 c = ctx.get(dut.rd_cmd.payload)
+                n = len(out["cmds"])
                 out["cmds"].append((c.addr, c.rows, c.row_bytes, c.stride))
+                code = codes.get(n, DmaError.OK) if codes else dma_error
+                beats = deque()
                 for r in range(c.rows):
                     row = dram[c.addr + r * c.stride: c.addr + r * c.stride + c.row_bytes]
                     nb = -(-c.row_bytes // B)
                     padded = row + bytes(nb * B - len(row))
-                    if dma_error != DmaError.OK:
+                    if code != DmaError.OK:
                         padded = bytes(len(padded))
                     for k in range(nb):
                         beats.append((padded[k * B:(k + 1) * B],
                                       r == c.rows - 1 and k == nb - 1))
-                done_due += 1
-            offer = bool(beats) and rng.random() < 0.8
+                flight.append([beats, code])
+            out["in_flight"] = max(out["in_flight"], len(flight))
+            source = next((f[0] for f in flight if f[0]), None)
+            offer = source is not None and rng.random() < 0.8
             ctx.set(dut.rd_data.valid, offer)
             if offer:
-                ctx.set(dut.rd_data.payload, {"data": list(beats[0][0]), "last": beats[0][1]})
+                ctx.set(dut.rd_data.payload, {"data": list(source[0][0]),
+                                              "last": source[0][1]})
             ctx.set(dut.acc_l.ready, rng.random() < acc_ready)
             for port, key in ((dut.sp_w, "sp"), (dut.acc_l, "acc"), (dut.param_w, "params")):
                 ready = 1 if port is not dut.acc_l else ctx.get(dut.acc_l.ready)
@@ -49,18 +66,28 @@ def run(cfg, bus_bytes, dram, program, *, rng, dma_error=DmaError.OK, acc_ready=
                     p = ctx.get(port.payload)
                     out[key][p.addr] = [int(v) for v in p.data]
             if offer and ctx.get(dut.rd_data.ready):
-                beats.pop(0)
-            ctx.set(dut.rd_done.valid, done_due > 0 and not beats)
-            ctx.set(dut.rd_done.payload, {"error": int(dma_error)})
+                source.popleft()
+            # A completion follows its command's last beat by at least a cycle.
+            due = bool(flight) and not flight[0][0] and not (offer and source is flight[0][0])
+            ctx.set(dut.rd_done.valid, due and rng.random() < 0.8)
+            ctx.set(dut.rd_done.payload, {"error": int(flight[0][1]) if flight else 0})
             if ctx.get(dut.rd_done.valid) and ctx.get(dut.rd_done.ready):
-                done_due -= 1
-            out["pushes"] += ctx.get(dut.ex_push)
+                flight.popleft()
+                out["done_cycles"].append(cycle)
+            if ctx.get(dut.ex_push):
+                out["pushes"] += 1
+                out["push_cycles"].append(cycle)
             await ctx.tick()
+            if ctx.get(dut.error_valid) and out["error_cycle"] is None:
+                out["error_cycle"] = cycle + 1
             i += took
-            if i == len(program) and not ctx.get(dut.busy):
+            # The unit takes nothing after an error, but drains what it sent to the DMA.
+            stopped = i == len(program) or ctx.get(dut.error_valid)
+            if stopped and not ctx.get(dut.busy):
                 break
         else:
             raise TimeoutError("load unit did not finish")
+        assert not flight, "commands left without a completion"
         if ctx.get(dut.error_valid):
             out["error"] = regs.ErrorCode(ctx.get(dut.error))
 
@@ -86,6 +113,7 @@ def test_loads_into_each_memory(cols, bus_bytes, rng):
     ]
     out = run(cfg, bus_bytes, dram, prog, rng=rng)
     assert out["error"] is None and out["pushes"] == 2
+    assert out["in_flight"] > 1, "LOADs did not overlap"
     for r in range(3):
         want = list(dram[7 + 100 * r: 12 + 100 * r]) + [0] * (spw - 5)
         assert out["sp"][10 + r] == want
@@ -121,3 +149,58 @@ def test_non_load_opcode_is_illegal(rng):
     out = run(AcceleratorConfig(rows=4, cols=4), 16, bytes(64),
               [isa.encode("store", rows=1, cols=1)], rng=rng)
     assert out["error"] is regs.ErrorCode.ILLEGAL_OPCODE
+
+
+def loads(n, rows=2, row_bytes=4, mem=isa.Mem.SCRATCHPAD, **fields):
+    return [isa.encode("load", mem=mem, rows=rows, row_bytes=row_bytes, dram_addr=64 * k,
+                       dram_stride=16, sram_addr=rows * k, push_next=True, **fields)
+            for k in range(n)]
+
+
+@pytest.mark.parametrize("max_loads", [2, 4])
+def test_loads_in_flight_are_bounded(max_loads, rng):
+    dram = bytes(rng.integers(0, 256, size=1024, dtype=np.uint8))
+    out = run(AcceleratorConfig(rows=4, cols=4), 4, dram, loads(10), rng=rng,
+              max_loads=max_loads)
+    assert out["error"] is None and out["pushes"] == 10
+    assert 1 < out["in_flight"] <= max_loads
+    for k in range(10):
+        for r in range(2):
+            assert out["sp"][2 * k + r] == list(dram[64 * k + 16 * r:][:4])
+
+
+def test_bad_operand_waits_for_earlier_loads(rng):
+    """The refusal comes after every earlier LOAD completed; nothing is issued for it."""
+    prog = loads(3) + [isa.encode("load", mem=0, rows=1, row_bytes=4, sram_addr=64)]
+    out = run(AcceleratorConfig(rows=4, cols=4), 16, bytes(256), prog, rng=rng)
+    assert out["error"] is regs.ErrorCode.BAD_OPERAND
+    assert len(out["cmds"]) == 3 and out["pushes"] == 3
+    assert out["error_cycle"] > max(out["done_cycles"])
+
+
+def test_dma_error_behind_good_loads(rng):
+    """Earlier LOADs complete and push their tokens; the first error is the one reported;
+    LOADs already sent to the DMA still complete."""
+    dram = bytes(rng.integers(0, 256, size=1024, dtype=np.uint8))
+    prog = loads(12)      # more than fit in flight: some are never taken
+    out = run(AcceleratorConfig(rows=4, cols=4), 16, dram, prog, rng=rng,
+              dma_error={2: DmaError.SLVERR, 3: DmaError.DECERR})
+    assert out["error"] is regs.ErrorCode.DMA_SLVERR
+    # The failing LOAD pushes its token as it completes, as any LOAD does.
+    assert out["push_cycles"][:3] == out["done_cycles"][:3]
+    assert out["error_cycle"] == out["done_cycles"][2] + 1
+    assert 3 <= len(out["cmds"]) <= 2 + 8 and out["pushes"] == len(out["cmds"])
+    for k in range(2):
+        for r in range(2):
+            assert out["sp"][2 * k + r] == list(dram[64 * k + 16 * r:][:4])
+
+
+@pytest.mark.parametrize("value, exc, text", [
+    (3, ValueError, "max_loads must be a power of two, not 3"),
+    (1, ValueError, "max_loads must be between 2 and 64, not 1"),
+    (128, ValueError, "max_loads must be between 2 and 64, not 128"),
+    (4.0, TypeError, "max_loads must be an int, not float 4.0"),
+])
+def test_max_loads_validated(value, exc, text):
+    with pytest.raises(exc, match=text):
+        LoadUnit(AcceleratorConfig(), 64, 16, 4, 16, max_loads=value)
