@@ -42,16 +42,17 @@ class Timing:
     rd_done: int = 2               #: last R beat -> completion seen by the client
     rd_gap: int = 1                #: idle address-channel cycles between commands
     wr_first: int = 6              #: write command accepted -> first W beat possible
-    wr_done: int = 2               #: B response -> completion seen by the store unit
-    load_issue: int = 1            #: LOAD taken -> DMA command presented
-    load_inflight: int = 4         #: LOADs in flight in the load unit
+    wr_done: int = 3               #: B response -> completion seen by the store unit
+    load_issue: int = 4            #: LOAD taken -> DMA command accepted
+    load_inflight: int = 8         #: LOADs in flight in the load unit
     fetch_issue: int = 1           #: fetch decided -> DMA command presented
+    fetch_gap: int = 3             #: fetch completion -> next fetch may be decided
     dispatch: int = 1              #: instruction in the buffer -> in its queue
     take: int = 1                  #: instruction at a queue head -> taken by its unit
     w_first: int = 3               #: weight tile start -> first weight row in the array
     a_first: int = 3               #: MATMUL taken -> first activation row can enter
     commit: int = 3                #: last row out of the array -> readable, token pushed
-    st_first: int = 4              #: STORE taken -> first row into the write engine
+    st_first: int = 8              #: STORE taken -> first row into the write engine
     queue_depth: int = 4
     fetch_max: int = 8
 
@@ -212,6 +213,9 @@ class _Sim:
         self.ibuf.append((index, now))
 
     def _fetch_done(self, now: int) -> None:
+        self._at(now + self.t.fetch_gap, self._fetch_free)
+
+    def _fetch_free(self, now: int) -> None:
         self.fetch_busy = False
 
     def _drained(self) -> bool:
@@ -415,7 +419,7 @@ class _Sim:
             now = min(future)
         cfg = self.cfg
         return PerfResult(
-            cycles=self.done_at + 2, array_busy=self.array_busy,
+            cycles=self.done_at + 3, array_busy=self.array_busy,
             macs=self.array_busy * cfg.pes, dram_read_bytes=self.rd.bytes,
             dram_write_bytes=self.wr_bytes, instructions=len(self.insns),
             sram_reads=self.sram_reads, acc_accesses=self.acc_accesses)
