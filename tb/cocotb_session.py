@@ -1,0 +1,156 @@
+"""cocotb bench of :class:`llmchip.tb.session.RtlSession`: serves host requests until told to quit.
+
+The design is :class:`llmchip.tb.dram.System`. DRAM is read and written directly in the
+simulator's array (``dut.dram.storage.mem``), so no bus beat goes through Python; a run
+rings the doorbell and then waits for ``irq`` (or a time limit) in one trigger, so no
+Python runs while the program executes. Requests and replies are tuples over a
+``multiprocessing.connection`` whose address and key come from the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+from multiprocessing.connection import Client
+
+import cocotb
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, First, ReadWrite, RisingEdge, Timer
+from cocotb.utils import get_sim_time
+from cocotbext.axi import AxiLiteBus, AxiLiteMaster
+
+from llmchip.sw import regs
+from llmchip.tb.session import ENV_ADDRESS, ENV_KEY, ENV_SPEC
+
+CLOCK_NS = 10
+REG = {r.name: r.offset for r in regs.REGISTERS}
+COUNTERS = [r.name[:-3] for r in regs.REGISTERS
+            if r.name.startswith("PERF_") and r.name.endswith("_LO")]
+_IDLE, _BUSY = 0b10, 0b01
+
+
+class Backdoor:
+    """Byte access to SimDram's word array through simulator handles.
+
+    Word ``i`` holds bytes ``i * B .. i * B + B - 1``, byte 0 in bits 7:0 (the AXI lane
+    order). Partial words at the ends of a range are read, merged and written back.
+    """
+
+    def __init__(self, array, beat_bytes: int):
+        self.array, self.B = array, beat_bytes
+
+    def _get(self, word: int) -> int:
+        return int(self.array[word].value)
+
+    def read(self, addr: int, nbytes: int) -> bytes:
+        B = self.B
+        first, last = addr // B, (addr + nbytes - 1) // B
+        raw = b"".join(self._get(i).to_bytes(B, "little") for i in range(first, last + 1))
+        return raw[addr - first * B:addr - first * B + nbytes]
+
+    def write(self, addr: int, data: bytes) -> None:
+        B = self.B
+        first, last = addr // B, (addr + len(data) - 1) // B
+        head, tail = addr - first * B, (last + 1) * B - addr - len(data)
+        if head or tail:
+            lo = self._get(first).to_bytes(B, "little")[:head]
+            hi = self._get(last).to_bytes(B, "little")[B - tail:]
+            data = lo + data + hi
+        for k, i in enumerate(range(first, last + 1)):
+            self.array[i].value = int.from_bytes(data[k * B:(k + 1) * B], "little")
+
+
+async def _snapshot(csr) -> dict:
+    out = {}
+    for name in ("STATUS", "ERROR_INFO", "IRQ_STATUS", "IQ_HEAD"):
+        out[name] = await csr.read_dword(REG[name])
+    for name in COUNTERS:
+        lo = await csr.read_dword(REG[f"{name}_LO"])
+        hi = await csr.read_dword(REG[f"{name}_HI"])
+        out[name] = lo | (hi << 32)
+    return out
+
+
+async def _soft_reset(dut, csr) -> None:
+    await csr.write_dword(REG["CTRL"], 0b010)
+    for _ in range(1000):
+        status = await csr.read_dword(REG["STATUS"])
+        if status & _IDLE and not status & _BUSY and status >> 8 == 0:
+            return
+        await ClockCycles(dut.clk, 8)
+    raise AssertionError(f"no STATUS.idle after soft reset (STATUS={status:#x})")
+
+
+async def _run(dut, csr, job: dict):
+    n, limit = job["n_insns"], job["limit_cycles"]
+    await _soft_reset(dut, csr)
+    base, size = job["window"]
+    await csr.write_dword(REG["DRAM_BASE"], base)
+    await csr.write_dword(REG["DRAM_SIZE"], size)
+    await csr.write_dword(REG["IQ_BASE"], job["iq_base"])
+    await csr.write_dword(REG["IQ_SIZE"], n + 1)
+    await csr.write_dword(REG["IRQ_STATUS"], regs.IRQ_DONE | regs.IRQ_ERROR)
+    await csr.write_dword(REG["IRQ_ENABLE"], regs.IRQ_DONE | regs.IRQ_ERROR)
+    await csr.write_dword(REG["CTRL"], 0b100)   # clear the performance counters
+    wall0, sim0 = time.perf_counter(), get_sim_time("ns")
+    await csr.write_dword(REG["IQ_TAIL"], n)    # the doorbell
+    if not int(dut.irq.value):
+        await First(RisingEdge(dut.irq), Timer(limit * CLOCK_NS, "ns"))
+    wall, cycles = time.perf_counter() - wall0, (get_sim_time("ns") - sim0) // CLOCK_NS
+    fired = bool(int(dut.irq.value))
+    out = await _snapshot(csr)
+    out.update(cycles=int(cycles), wall_s=wall, error=out["STATUS"] >> 8 & 0xFF,
+               done=bool(out["STATUS"] & 0b100), limit_cycles=limit)
+    if not fired:
+        return "timeout", out
+    await csr.write_dword(REG["IRQ_STATUS"], regs.IRQ_DONE | regs.IRQ_ERROR)
+    return "ok", out
+
+
+@cocotb.test()
+async def serve(dut):
+    """Reset the design, then answer the host's requests until it says quit."""
+    host, port = os.environ[ENV_ADDRESS].rsplit(":", 1)
+    spec = json.loads(open(os.environ[ENV_SPEC]).read())
+    conn = Client((host, int(port)), authkey=bytes.fromhex(os.environ[ENV_KEY]))
+    dut.rst.value = 1
+    csr = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "csr_"), dut.clk, dut.rst)
+    # Let the bus models' initial values settle before the first clock edge.
+    await Timer(1, "ns")
+    # The clock toggles in the simulator's C layer, not in a Python task: while a program
+    # runs, no Python executes until the interrupt.
+    Clock(dut.clk, CLOCK_NS, unit="ns", impl="gpi").start(start_high=False)
+    await ClockCycles(dut.clk, 4)
+    dut.rst.value = 0
+    await ClockCycles(dut.clk, 2)
+    dram = Backdoor(dut.dram.storage.mem, spec["bus_bytes"])
+    conn.send(("ok", {"sim_ns": get_sim_time("ns")}))
+    with conn:
+        while True:
+            try:
+                request = conn.recv()
+            except (EOFError, OSError):
+                dut._log.warning("host went away; ending the session")
+                return
+            op = request[0]
+            if op == "quit":
+                conn.send(("ok", None))
+                return
+            try:
+                if op == "write":
+                    # Writes made in the ReadWrite phase take effect at once.
+                    await ReadWrite()
+                    dram.write(request[1], request[2])
+                    await RisingEdge(dut.clk)
+                    reply = ("ok", None)
+                elif op == "read":
+                    reply = ("ok", dram.read(request[1], request[2]))
+                elif op == "run":
+                    reply = await _run(dut, csr, request[1])
+                else:
+                    reply = ("error", f"unknown request {op!r}")
+            except Exception:
+                reply = ("error", traceback.format_exc())
+            conn.send(reply)
