@@ -49,7 +49,7 @@ def collect(cfg: AcceleratorConfig, sim: str, per_shape: int, seed: int) -> list
 
     rng = np.random.default_rng(seed)
     records = []
-    with RtlSession(cfg, sim, dram_bytes=1 << 22) as s:
+    with RtlSession(cfg, sim, dram_bytes=1 << 24) as s:
         for m, k, n in SHAPES:
             cands = candidate_schedules(cfg, m, k, n)
             picks = [cands[i] for i in sorted(set(np.linspace(0, len(cands) - 1, per_shape)
@@ -117,11 +117,18 @@ def main(argv=None) -> int:
     p.add_argument("--sim", choices=("verilator", "icarus"), default="verilator")
     p.add_argument("--per-shape", type=int, default=3, help="schedules per shape (default 3)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--shapes", nargs="*", metavar="MxKxN", help="shapes to run (default: a "
+                   "built-in suite of small shapes)")
     p.add_argument("--save", help="write the measurements to this JSON file")
     p.add_argument("--load", help="read measurements from this JSON file instead of running")
     args = p.parse_args(argv)
+    big = args.rows * args.cols >= 64
     cfg = AcceleratorConfig(rows=args.rows, cols=args.cols, bus_bits=args.bus_bits,
-                            sp_rows=256, acc_rows=64, param_rows=8)
+                            sp_rows=4096 if big else 256, acc_rows=512 if big else 64,
+                            param_rows=128 if big else 8)
+    if args.shapes:
+        global SHAPES
+        SHAPES = [tuple(int(v) for v in s.split("x")) for s in args.shapes]
     if args.load:
         data = json.loads(open(args.load).read())
         cfg = AcceleratorConfig.from_dict(data["config"])

@@ -35,7 +35,7 @@ from llmchip.rtl.generate import component_ports
 from llmchip.rtl.pe import _rejected
 
 __all__ = ["SimDram", "System", "MEMORY_NAME", "STORAGE_MODULE", "STORAGE_VERILOG",
-           "SYSTEM_MODULE", "system_verilog"]
+           "SYSTEM_MODULE", "SYSTEM_PUBLIC_VLT", "system_verilog"]
 
 #: Instance name of the word array inside SimDram.
 MEMORY_NAME = "storage"
@@ -43,6 +43,16 @@ MEMORY_NAME = "storage"
 STORAGE_MODULE = "llmchip_simdram_storage"
 #: Verilog module name of :class:`System`.
 SYSTEM_MODULE = "llmchip_system"
+
+#: Verilator configuration for System builds: the only signals cocotb reaches are the
+#: top-level ones (``clk``, ``rst``, ``csr__*``, ``irq``) and the DRAM array, read and
+#: written directly by the session bench. Built with this instead of cocotb's
+#: ``--public-flat-rw``, Verilator no longer treats every signal as writable from outside
+#: and runs the System several times faster (see docs/runtime-rtl.md).
+SYSTEM_PUBLIC_VLT = f"""`verilator_config
+public_flat_rw -module "{SYSTEM_MODULE}" -var "*"
+public_flat_rw -module "{STORAGE_MODULE}" -var "mem"
+"""
 
 #: The word array as hand-written Verilog. Amaranth writes a memory's initial contents
 #: out word by word, and the time to do so grows faster than linearly (a 1 MiB memory

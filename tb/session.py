@@ -29,7 +29,7 @@ from llmchip.config import AcceleratorConfig, check_int
 from llmchip.sw.tiler import GemmPlan
 
 from . import toolchain
-from .dram import SYSTEM_MODULE, system_verilog
+from .dram import SYSTEM_MODULE, SYSTEM_PUBLIC_VLT, system_verilog
 from .sim import TIMESCALE, SimulationError, _tail, cached_build
 
 __all__ = ["SystemBuild", "build_system", "RunTimeout", "RtlSession", "ENV_ADDRESS",
@@ -72,6 +72,10 @@ def build_system(config: AcceleratorConfig, sim: str, *, dram_bytes: int = 1 << 
                  root: Path | None = None) -> SystemBuild:
     """Return a compiled model of the System for ``sim``, compiling only when not cached.
 
+    On Verilator the model is built without cocotb's ``--public-flat-rw``: only the
+    top-level signals and the DRAM array (:data:`llmchip.tb.dram.SYSTEM_PUBLIC_VLT`) are
+    reachable from cocotb, which is all the session bench uses.
+
     Parameters
     ----------
     config : AcceleratorConfig
@@ -104,7 +108,9 @@ def build_system(config: AcceleratorConfig, sim: str, *, dram_bytes: int = 1 << 
     label = f"system-{config.rows}x{config.cols}-{dram_bytes >> 10}k-rl{read_latency}"
     directory, key, seconds, cached = cached_build(
         text=text, sidecar=sidecar, module=SYSTEM_MODULE, label=label, sim=sim, root=root,
-        write_sources=write_sources)
+        write_sources=write_sources,
+        # Only the ports and the DRAM array are public on Verilator (3-4x faster model).
+        public=SYSTEM_PUBLIC_VLT if sim == "verilator" else None)
     return SystemBuild(config, sim, SYSTEM_MODULE, directory, key, seconds, cached,
                        dram_bytes, read_latency, write_latency)
 

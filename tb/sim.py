@@ -77,12 +77,35 @@ def _build_args(sim: str) -> list[str]:
     return ["-g2005"]
 
 
+def _runner(sim: str, public: str | None):
+    """Return the cocotb runner for ``sim``; with ``public``, one without ``--public-flat-rw``."""
+    from cocotb_tools.runner import Verilator, get_runner
+
+    if public is None:
+        return get_runner(sim)
+
+    class _VerilatorPublicByConfig(Verilator):
+        """Verilator runner whose build leaves out ``--public-flat-rw``.
+
+        cocotb adds the flag unconditionally; it makes every signal public and writable,
+        which forces Verilator to re-evaluate the whole design several times per clock.
+        What must stay reachable is then named in a configuration file instead.
+        """
+
+        def _build_command(self):
+            cmds = super()._build_command()
+            return [[a for a in cmds[0] if a != "--public-flat-rw"], *cmds[1:]]
+
+    return _VerilatorPublicByConfig()
+
+
 def cached_build(*, text: str, sidecar: dict, module: str, label: str, sim: str,
-                 write_sources, root: Path | None = None):
+                 write_sources, root: Path | None = None, public: str | None = None):
     """Compile Verilog ``text`` for ``sim`` unless an identical build is cached.
 
     The cache key covers the Verilog, the sidecar, the simulator and its version, the build
-    options and the lint waivers; a file lock makes concurrent builders wait for each other.
+    options, the lint waivers and ``public``; a file lock makes concurrent builders wait for
+    each other.
 
     Parameters
     ----------
@@ -98,6 +121,14 @@ def cached_build(*, text: str, sidecar: dict, module: str, label: str, sim: str,
     write_sources : callable
         ``write_sources(src_dir)`` writes the Verilog (and sidecars) into ``src_dir`` and
         returns the Verilog's path.
+    root : Path, optional
+        Cache folder (default :func:`cache_root`).
+    public : str, optional
+        Verilator only. ``None`` (default): cocotb's ``--public-flat-rw``, every signal is
+        reachable from cocotb. Otherwise the text of a Verilator configuration file
+        (```verilator_config`` plus ``public_flat_rw -module ... -var ...`` lines) naming
+        the only signals cocotb may reach; the flag is then left out, which makes the model
+        several times faster. The text is part of the key.
 
     Returns
     -------
@@ -105,15 +136,19 @@ def cached_build(*, text: str, sidecar: dict, module: str, label: str, sim: str,
 
     Raises
     ------
+    ValueError
+        If ``public`` is given for a simulator other than Verilator.
     ToolchainError, SimulationError
     """
-    from cocotb_tools.runner import get_runner
-
+    if public is not None and sim != "verilator":
+        raise ValueError(f"public applies to Verilator builds only, not {sim!r}")
     toolchain.require(sim)
     args = _build_args(sim)
     tool = toolchain.versions()[sim]
+    # Builds without `public` keep the key they have always had.
+    extra = [] if public is None else ["public-by-config", public]
     key = hashlib.sha256("\0".join([text, json.dumps(sidecar, sort_keys=True), sim, tool,
-                                    *args, LINT_WAIVERS.read_text()]).encode()
+                                    *args, LINT_WAIVERS.read_text(), *extra]).encode()
                          ).hexdigest()[:20]
     root = Path(root) if root else cache_root()
     directory = root / f"{label}-{sim}-{key}"
@@ -129,11 +164,15 @@ def cached_build(*, text: str, sidecar: dict, module: str, label: str, sim: str,
         vpath = write_sources(directory / "src")
         t0 = time.perf_counter()
         sources = [vpath] + ([LINT_WAIVERS] if sim == "verilator" else [])
+        if public is not None:
+            vlt = directory / "src" / "public.vlt"
+            vlt.write_text(public)
+            sources.append(vlt)
         log = directory / "build.log"
         try:
-            get_runner(sim).build(sources=sources, hdl_toplevel=module,
-                                  build_dir=directory / "obj", build_args=args,
-                                  timescale=TIMESCALE, log_file=log, always=True)
+            _runner(sim, public).build(sources=sources, hdl_toplevel=module,
+                                       build_dir=directory / "obj", build_args=args,
+                                       timescale=TIMESCALE, log_file=log, always=True)
         except (RuntimeError, SystemExit) as exc:
             raise SimulationError(f"{sim} build of {label} failed:\n{_tail(log)}") from exc
         seconds = time.perf_counter() - t0

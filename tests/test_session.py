@@ -3,7 +3,8 @@
 Two different GEMMs back to back in one session (bit-exact against the golden model, with
 plausible performance counters), DRAM backdoor access at odd addresses, DECERR from an
 address beyond the DRAM reaching the accelerator's error path and a clean run after it,
-a run that hits its cycle limit, the build cache, and a simulator that dies.
+a run that hits its cycle limit, the build cache, the Verilator build's public signals,
+and a simulator that dies.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ import pytest
 from llmchip.config import AcceleratorConfig
 from llmchip.sw import golden, isa, regs
 from llmchip.sw.tiler import plan_gemm
+from llmchip.tb.dram import SYSTEM_PUBLIC_VLT
 from llmchip.tb.session import RtlSession, RunTimeout, build_system
-from llmchip.tb.sim import SimulationError
+from llmchip.tb.sim import SimulationError, cached_build
 
 SIMS = ["verilator", "icarus"]
 CFG = AcceleratorConfig(rows=4, cols=4, bus_bits=128, sp_rows=256, acc_rows=64, param_rows=8)
@@ -155,6 +157,24 @@ def test_second_session_reuses_the_build(session):
     gc.collect()
     assert proc.poll() == 0
     assert not Path(work).exists()
+
+
+def test_verilator_system_is_built_without_public_flat_rw(session):
+    """Only the ports and the DRAM array are public; the model's command line shows it."""
+    if session.sim != "verilator":
+        assert not (session.build.directory / "src" / "public.vlt").exists()
+        return
+    vlt = session.build.directory / "src" / "public.vlt"
+    assert vlt.read_text() == SYSTEM_PUBLIC_VLT
+    dat = (session.build.directory / "obj" / "Vtop__verFiles.dat").read_text().splitlines()
+    (command,) = [line for line in dat if line.startswith("C ")]
+    assert str(vlt) in command and "--vpi" in command and "--public-flat-rw" not in command
+
+
+def test_public_is_verilator_only(tmp_path):
+    with pytest.raises(ValueError, match="Verilator builds only"):
+        cached_build(text="", sidecar={}, module="m", label="m", sim="icarus",
+                     write_sources=None, root=tmp_path, public=SYSTEM_PUBLIC_VLT)
 
 
 def _children(pid: int) -> list[int]:
