@@ -21,7 +21,7 @@ import numpy as np
 
 from llmchip.config import AcceleratorConfig
 from llmchip.sw import golden
-from llmchip.sw.tiler import plan_gemm
+from llmchip.sw.compile import plan_gemm
 from llmchip.tb.accel_run import build_accelerator, gemm_job, read_region, run_job
 
 

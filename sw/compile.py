@@ -37,7 +37,7 @@ from . import golden, isa
 
 __all__ = ["GemmOp", "Schedule", "Program", "ProgramBuilder", "CompileError", "pack_weights",
            "pack_params", "packed_weight_bytes", "param_bytes", "choose_schedule",
-           "candidate_schedules", "compile_gemm"]
+           "candidate_schedules", "compile_gemm", "DramImage", "GemmPlan", "plan_gemm"]
 
 LD, EX, ST = 0, 1, 2          # queues, as isa.Queue
 SP, ACC, PAR = 0, 1, 2        # on-chip memories, as isa.Mem
@@ -683,3 +683,92 @@ def compile_gemm(config: AcceleratorConfig, op: GemmOp,
     b = ProgramBuilder(config)
     b.add_gemm(op, schedule)
     return b.finish()
+
+
+# -- a self-contained GEMM: program plus DRAM image (testbenches and benchmarks) -----------
+
+def _align(x: int, a: int = 64) -> int:
+    return (x + a - 1) // a * a
+
+
+@dataclass
+class DramImage:
+    """Byte regions to write into DRAM before a run: address -> bytes."""
+
+    regions: dict[int, bytes] = field(default_factory=dict)
+
+    def add(self, addr: int, data: bytes) -> None:
+        self.regions[addr] = bytes(data)
+
+    @property
+    def end(self) -> int:
+        return max((a + len(d) for a, d in self.regions.items()), default=0)
+
+
+@dataclass
+class GemmPlan:
+    """A program, its DRAM image, and where the result lands."""
+
+    config: AcceleratorConfig
+    m: int
+    k: int
+    n: int
+    program: list[int]
+    image: DramImage
+    prog_addr: int
+    y_addr: int
+    expected: np.ndarray
+    macs: int
+    dram_size: int
+    schedule: str            #: "resident" (X loaded once) or "streaming" (K in chunks)
+
+    def read_y(self, read) -> np.ndarray:
+        """Return Y (int8, ``m x n``) using ``read(addr, nbytes) -> bytes``."""
+        raw = read(self.y_addr, self.m * self.n)
+        return np.frombuffer(raw, dtype=np.int8).reshape(self.m, self.n).astype(np.int64)
+
+
+def plan_gemm(config: AcceleratorConfig, x: np.ndarray, w: np.ndarray, bias, mult, shift, *,
+              zero_point: int = 0, relu: bool = False, base: int = 0,
+              m_tile: int | None = None, schedule: Schedule | None = None) -> GemmPlan:
+    """Lay out ``Y = requantize(X @ W + bias)`` in DRAM from ``base`` and compile it.
+
+    ``m_tile`` forces output groups of that many rows with K walked one step at a time
+    (the streaming case); ``schedule`` forces a schedule; by default
+    :func:`choose_schedule` picks one. Returns a :class:`GemmPlan` with the expected Y.
+
+    Raises
+    ------
+    ValueError
+        If shapes do not chain or a value is out of range (CompileError is a ValueError).
+    """
+    x = golden.check_operand("x", x, 8)
+    w = golden.check_operand("w", w, 8)
+    if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[0] or 0 in x.shape + w.shape:
+        raise ValueError(f"cannot multiply shapes {x.shape} and {w.shape}")
+    m, k = x.shape
+    n = w.shape[1]
+    if m_tile is not None:
+        schedule = Schedule(m_tile, 1, 1, m_tile)
+    bias = np.broadcast_to(np.asarray(bias, dtype=np.int64), (n,))
+    mult = np.broadcast_to(np.asarray(mult, dtype=np.int64), (n,))
+    shift = np.broadcast_to(np.asarray(shift, dtype=np.int64), (n,))
+    expected = golden.requantize(golden.matmul(x, w), bias, mult, shift,
+                                 zero_point=zero_point, relu=relu)
+    x_addr = _align(base)
+    w_addr = _align(x_addr + m * k)
+    p_addr = _align(w_addr + packed_weight_bytes(config, k, n))
+    y_addr = _align(p_addr + param_bytes(config, n))
+    prog_addr = _align(y_addr + m * n)
+    op = GemmOp(m, k, n, x_addr, w_addr, p_addr, y_addr, zero_point=zero_point, relu=relu)
+    program = compile_gemm(config, op, schedule)
+    image = DramImage()
+    image.add(x_addr, x.astype(np.int8).tobytes())
+    image.add(w_addr, pack_weights(config, w))
+    image.add(p_addr, pack_params(config, bias, mult, shift, n))
+    image.add(prog_addr, program.image())
+    sch = program.schedules[0]
+    kind = "resident" if min(sch.kc, _ceil_div(k, config.rows)) >= _ceil_div(k, config.rows) \
+        else "streaming"
+    return GemmPlan(config, m, k, n, list(program.insns), image, prog_addr, y_addr, expected,
+                    m * k * n, _align(image.end, 4096), kind)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from llmchip.config import AcceleratorConfig
-from llmchip.sw.tiler import GemmPlan
+from llmchip.sw.compile import GemmPlan
 
 from .sim import Build, build, run_cocotb
 

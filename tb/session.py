@@ -26,7 +26,7 @@ from multiprocessing.connection import Client, Listener
 from pathlib import Path
 
 from llmchip.config import AcceleratorConfig, check_int
-from llmchip.sw.tiler import GemmPlan
+from llmchip.sw.compile import GemmPlan
 
 from . import toolchain
 from .dram import SYSTEM_MODULE, SYSTEM_PUBLIC_VLT, system_verilog
