@@ -652,8 +652,9 @@ def choose_schedule(config: AcceleratorConfig, m: int, k: int, n: int) -> Schedu
     """Return the schedule with the fewest predicted cycles for an ``m x k x n`` GEMM.
 
     Every candidate is ranked by :func:`llmchip.sw.perf.estimate_schedule` (traffic,
-    compute and instruction counts); the best three are compiled and timed with
-    :func:`llmchip.sw.perf.simulate`.
+    compute and instruction counts). For a GEMM whose roofline is under 50,000 cycles every
+    candidate within 1.5x of the best estimate (at most 64) is compiled and timed with
+    :func:`llmchip.sw.perf.simulate`; for longer ones the best three are.
 
     Raises
     ------
@@ -667,9 +668,15 @@ def choose_schedule(config: AcceleratorConfig, m: int, k: int, n: int) -> Schedu
         raise CompileError(f"no schedule of a {m}x{k}x{n} GEMM fits the accelerator "
                            f"(sp_rows={config.sp_rows}, acc_rows={config.acc_rows}, "
                            f"param_rows={config.param_rows})")
-    ranked = sorted(cands, key=lambda s: perf.estimate_schedule(config, m, k, n, s))
+    est = {s: perf.estimate_schedule(config, m, k, n, s) for s in cands}
+    ranked = sorted(cands, key=est.get)
+    # The estimate misses fill and dispatch effects that decide short GEMMs: time every
+    # plausible candidate of a short GEMM (cheap: small programs), and the best three of
+    # a long one.
+    short = perf.roofline(config, m, k, n)["ideal_cycles"] < 50_000
+    timed = [s for s in ranked if est[s] <= 1.5 * est[ranked[0]]][:64] if short else ranked[:3]
     best, best_cycles = None, None
-    for sch in ranked[:3]:
+    for sch in timed:
         prog = compile_gemm(config, GemmOp(m, k, n, 0, 0, 0, 0), sch)
         cycles = perf.simulate(prog).cycles
         if best_cycles is None or cycles < best_cycles:

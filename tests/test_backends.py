@@ -17,7 +17,7 @@ SHAPES = [(1, 1, 1), (7, 9, 5), (33, 20, 17), (1, 100, 40), (64, 64, 64), (40, 4
 
 @pytest.fixture(scope="module", params=["verilator", "icarus"])
 def rtl(request):
-    with llmchip.open(CFG, request.param, dram_bytes=1 << 20) as dev:
+    with llmchip.open(CFG, request.param, dram_bytes=1 << 22) as dev:
         yield dev
 
 

@@ -83,3 +83,40 @@ def test_accelerator_rejects_os_dataflow(tmp_path, capsys):
         main(["generate", "--dataflow", "os", "--out", str(tmp_path)])
     assert info.value.code == 2
     assert "the accelerator needs dataflow = 'ws', not 'os'" in capsys.readouterr().err
+
+
+def test_gemm_json_on_the_model_backend(capsys):
+    assert main(["gemm", "--m", "20", "--k", "36", "--n", "24", "--rows", "4", "--cols", "4",
+                 "--sp-rows", "256", "--acc-rows", "64", "--param-rows", "8", "--seed", "3",
+                 "--relu", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["bit_exact"] is True and out["mismatches"] == 0
+    assert out["seed"] == 3 and out["backend"] == "model"
+    assert out["macs"] == 20 * 36 * 24
+    assert out["cycles"] == out["model_cycles"] >= out["ideal_cycles"] > 0
+    assert 0 < out["roofline_efficiency"] <= 1 and 0 < out["utilization"] <= 1
+    assert out["dram_bytes"] >= out["compulsory_bytes"]
+    for key in ("wall_s", "schedule", "dram_read_bytes", "dram_write_bytes"):
+        assert key in out
+
+
+def test_gemm_on_verilator_reports_hardware_counters(capsys):
+    assert main(["gemm", "--m", "9", "--k", "10", "--n", "11", "--rows", "4", "--cols", "4",
+                 "--sp-rows", "256", "--acc-rows", "64", "--param-rows", "8", "--backend",
+                 "verilator", "--seed", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "bit-exact: 99/99 outputs" in out
+    assert "performance model" in out and "roofline" in out
+
+
+@pytest.mark.parametrize("argv, text", [
+    (["gemm", "--m", "0", "--k", "4", "--n", "4"], "--m must be between 1 and 65536, not 0"),
+    (["gemm", "--m", "4", "--k", "4", "--n", "4", "--dataflow", "os"], "--dataflow must be ws"),
+    (["gemm", "--m", "4", "--k", "4", "--n", "4", "--sp-rows", "100"],
+     "sp_rows must be a power of two"),
+])
+def test_gemm_bad_input_exits_2(argv, text, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert text in capsys.readouterr().err
