@@ -208,6 +208,30 @@ class Program:
     ops: list[GemmOp]
     schedules: list[Schedule]
     stats: dict = field(default_factory=dict)
+    #: (instruction index, operation index, operand) of every DRAM address field.
+    relocs: list = field(default_factory=list)
+
+    def relocate(self, ops: list[GemmOp]) -> Program:
+        """Return this program for operations that differ only in their DRAM addresses.
+
+        ``ops`` must match :attr:`ops` in shape, strides, zero point and ReLU (the
+        runtime's program cache guarantees it); every address field moves with its
+        operand's base.
+        """
+        words = list(self.insns)
+        field_pos = {isa.Opcode.LOAD: _field_lsb(isa.Opcode.LOAD, "dram_addr"),
+                     isa.Opcode.STORE: _field_lsb(isa.Opcode.STORE, "dram_addr")}
+        for n, j, operand in self.relocs:
+            old = getattr(self.ops[j], f"{operand}_addr")
+            new = getattr(ops[j], f"{operand}_addr")
+            if old == new:
+                continue
+            word = words[n]
+            lsb = field_pos[isa.Opcode(word & 0xF)]
+            addr = (word >> lsb) & 0xFFFFFFFF
+            words[n] = word & ~(0xFFFFFFFF << lsb) | ((addr - old + new) & 0xFFFFFFFF) << lsb
+        return Program(self.config, words, list(ops), list(self.schedules), dict(self.stats),
+                       list(self.relocs))
 
     def image(self) -> bytes:
         """Return the program's DRAM bytes (16 per instruction)."""
@@ -216,6 +240,11 @@ class Program:
     @property
     def macs(self) -> int:
         return sum(op.macs for op in self.ops)
+
+
+def _field_lsb(op: isa.Opcode, name: str) -> int:
+    row = next(r for r in isa.field_table() if r["op"] == op.name and r["field"] == name)
+    return row["lsb"]
 
 
 # -- the builder: instructions, hazards and tokens ---------------------------------------------
@@ -227,7 +256,7 @@ class _Insn:
     queue: int
     qidx: int
     flags: set = field(default_factory=set)
-    base: str | None = None      #: DRAM operand the address field points into
+    base: tuple | None = None    #: (operand, operation index) the DRAM address points into
 
 
 class ProgramBuilder:
@@ -358,7 +387,10 @@ class ProgramBuilder:
         return schedule
 
     def _queue(self, op: isa.Opcode, fields: dict, reads=(), writes=(), base=None) -> None:
-        self.pending.append((op, fields, tuple(reads), tuple(writes), base))
+        # ``base`` names the operand ("x", "w", "p", "y") of the operation being added that
+        # the instruction's DRAM address points into, for Program.relocate.
+        self.pending.append((op, fields, tuple(reads), tuple(writes),
+                             None if base is None else (base, len(self.ops))))
 
     #: Array cycles of MATMULs a LOAD may be hoisted above (see :meth:`_flush`).
     LOOKAHEAD = 64
@@ -385,8 +417,8 @@ class ProgramBuilder:
         def used(accesses) -> dict:
             out: dict = {}
             for mem, rows in accesses:
-                idx = np.arange(sizes[mem])[rows]
-                out[mem] = np.union1d(out.get(mem, np.empty(0, int)), idx)
+                mask = out.setdefault(mem, np.zeros(sizes[mem], dtype=bool))
+                mask[rows] = True
             return out
 
         for item in self.pending:
@@ -398,8 +430,8 @@ class ProgramBuilder:
             if op == isa.Opcode.LOAD:
                 mine = used(writes)
                 last = max((i + 1 for i, g in enumerate(held)
-                            if any(mem in g[1] and np.intersect1d(idx, g[1][mem]).size
-                                   for mem, idx in mine.items())), default=0)
+                            if any(mem in g[1] and (g[1][mem] & mask).any()
+                                   for mem, mask in mine.items())), default=0)
                 # A parameter LOAD is not hoisted: the MATMULs before it are what tells it
                 # (through their tokens) that the stores using its rows are done.
                 release(len(held) if fields["mem"] == isa.Mem.PARAMS else last)
@@ -413,8 +445,11 @@ class ProgramBuilder:
                     release(1)
             group = held[-1]
             group.append(item)
-            for mem, idx in used(reads + writes).items():
-                group[1][mem] = np.union1d(group[1].get(mem, np.empty(0, int)), idx)
+            for mem, mask in used(reads + writes).items():
+                if mem in group[1]:
+                    group[1][mem] |= mask
+                else:
+                    group[1][mem] = mask
         release(len(held))
         self.pending = []
 
@@ -426,7 +461,8 @@ class ProgramBuilder:
                  for i in self.insns]
         stats = {"instructions": len(words), "fences": self.fences,
                  "loads": self.count[LD], "execs": self.count[EX], "stores": self.count[ST]}
-        return Program(self.config, words, list(self.ops), list(self.schedules), stats)
+        relocs = [(n, i.base[1], i.base[0]) for n, i in enumerate(self.insns) if i.base]
+        return Program(self.config, words, list(self.ops), list(self.schedules), stats, relocs)
 
 
 def _overlap(a: Iterable[tuple[int, int]], b: Iterable[tuple[int, int]]) -> bool:

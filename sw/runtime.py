@@ -178,6 +178,7 @@ class Device:
         self.last: dict = {}
         self.totals: dict = {}
         self.history: list[dict] = []
+        self._programs: dict = {}
 
     # -- memory -------------------------------------------------------------------------
 
@@ -272,10 +273,24 @@ class Device:
             gemms.append(GemmOp(op.out.m, op.x.shape[1] if not isinstance(op.x, Output)
                                 else op.x.n, n, x_addr, w_addr, p_addr, op.out.addr,
                                 zero_point=int(rq.zero_point), relu=op.relu))
-        builder = ProgramBuilder(cfg)
-        for g in gemms:
-            builder.add_gemm(g, choose_schedule(cfg, g.m, g.k, g.n))
-        program = builder.finish()
+        # Programs depend on the operations' shapes, strides, output settings and which
+        # output feeds which input, not on addresses: compile once, relocate after that.
+        sources = [next((j for j, o in enumerate(ops[:i]) if o.out is op.x), -1)
+                   if isinstance(op.x, Output) else -1 for i, op in enumerate(ops)]
+        key = tuple((g.m, g.k, g.n, g.x_stride, g.y_stride, g.zero_point, g.relu, src)
+                    for g, src in zip(gemms, sources, strict=True))
+        cached = self._programs.get(key)
+        if cached is None:
+            builder = ProgramBuilder(cfg)
+            for g in gemms:
+                builder.add_gemm(g, choose_schedule(cfg, g.m, g.k, g.n))
+            program = builder.finish()
+            model = perf.simulate(program, timing=self.timing)
+            if len(self._programs) >= 256:
+                self._programs.clear()
+            self._programs[key] = (program, model)
+        else:
+            program, model = cached[0].relocate(gemms), cached[1]
         prog_addr = place(program.image())
         if top > self.dram_bytes:
             raise MemoryError(f"the batch needs {top} bytes of device DRAM, the device has "
@@ -283,7 +298,7 @@ class Device:
         t0 = time.perf_counter()
         for addr, data in regions:
             self._impl.write(addr, data)
-        counters = self._impl.run(program, prog_addr)
+        counters = self._impl.run(program, prog_addr, model)
         for op in ops:
             raw = self._impl.read(op.out.addr, op.out.m * op.out.n)
             op.out.value = np.frombuffer(raw, dtype=np.int8).reshape(op.out.m, op.out.n) \
@@ -334,11 +349,10 @@ class _ModelBackend:
     def read(self, addr: int, nbytes: int) -> bytes:
         return self.machine.read(addr, nbytes)
 
-    def run(self, program: Program, prog_addr: int) -> dict:
+    def run(self, program: Program, prog_addr: int, res: perf.PerfResult) -> dict:
         self.machine.write(prog_addr, program.image())
         t0 = time.perf_counter()
         self.machine.run(program)
-        res = perf.simulate(program, timing=self.timing)
         return {"cycles": res.cycles, "model_cycles": res.cycles,
                 "array_busy": res.array_busy, "dram_read_bytes": res.dram_read_bytes,
                 "dram_write_bytes": res.dram_write_bytes, "sim_s": time.perf_counter() - t0}
@@ -357,10 +371,9 @@ class _RtlBackend:
     def read(self, addr: int, nbytes: int) -> bytes:
         return self.session.read(addr, nbytes)
 
-    def run(self, program: Program, prog_addr: int) -> dict:
+    def run(self, program: Program, prog_addr: int, model: perf.PerfResult) -> dict:
         self.session.write(prog_addr, program.image())
         n = len(program.insns)
-        model = perf.simulate(program, timing=self.timing)
         limit = 4 * model.cycles + 20000
         res = self.session.run(prog_addr, n, limit_cycles=limit)
         if res.get("error"):

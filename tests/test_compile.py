@@ -186,3 +186,20 @@ def test_bad_params_are_rejected():
         pack_params(SMALL, 0, 1 << 31, 0, 4)
     with pytest.raises(ValueError, match="shift must be in"):
         pack_params(SMALL, 0, 1, 64, 4)
+
+
+def test_relocated_program_equals_a_fresh_compile():
+    ops_a = [GemmOp(20, 30, 10, 0, 4096, 8192, 12288),
+             GemmOp(20, 10, 7, 12288, 16384, 20480, 24576)]
+    ops_b = [GemmOp(20, 30, 10, 1 << 20, 3 << 20, 5 << 20, 7 << 20),
+             GemmOp(20, 10, 7, 7 << 20, 9 << 20, 11 << 20, 13 << 20)]
+
+    def build(ops):
+        b = ProgramBuilder(SMALL)
+        for op in ops:
+            b.add_gemm(op)
+        return b.finish()
+
+    moved = build(ops_a).relocate(ops_b)
+    assert moved.insns == build(ops_b).insns
+    assert moved.stats["fences"] == 1
