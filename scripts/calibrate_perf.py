@@ -21,7 +21,7 @@ import sys
 import numpy as np
 
 from llmchip.config import AcceleratorConfig
-from llmchip.sw import golden, isa, perf
+from llmchip.sw import golden, perf
 from llmchip.sw.compile import (
     GemmOp,
     Schedule,
@@ -151,7 +151,6 @@ def main(argv=None) -> int:
     changed = {f.name: getattr(fitted, f.name) for f in dataclasses.fields(fitted)
                if getattr(fitted, f.name) != getattr(perf.Timing(), f.name)}
     print("fitted constants (changed):", changed)
-    _ = isa
     return 0
 
 

@@ -266,17 +266,14 @@ class _Sim:
         self._log(now, index, "take")
         if insn.pop_next:
             self.tok["el"] -= 1
-        f = insn.fields
-        if insn.op == isa.Opcode.LOAD:
-            rows, row_bytes = f["rows"], f["row_bytes"]
-            stride, addr = f["dram_stride"], f["dram_addr"]
-            if stride % self.B == 0 or rows == 1:
-                beats = rows * _beats(row_bytes, addr, self.B)
-            else:
-                beats = sum(_beats(row_bytes, addr + r * stride, self.B) for r in range(rows))
-            _, done = self.rd.command(now + self.t.load_issue, beats, rows * row_bytes)
-        else:                              # CONFIG never reaches here; be safe
-            done = now + 1
+        f = insn.fields          # only LOAD goes to the load queue
+        rows, row_bytes = f["rows"], f["row_bytes"]
+        stride, addr = f["dram_stride"], f["dram_addr"]
+        if stride % self.B == 0 or rows == 1:
+            beats = rows * _beats(row_bytes, addr, self.B)
+        else:
+            beats = sum(_beats(row_bytes, addr + r * stride, self.B) for r in range(rows))
+        _, done = self.rd.command(now + self.t.load_issue, beats, rows * row_bytes)
         self.ld_inflight += 1
         self._at(done, self._load_done, insn)
         return True
