@@ -454,8 +454,14 @@ def estimate_schedule(config: AcceleratorConfig, m: int, k: int, n: int, s,
     compute = mchunks * groups * kchunks * g * subs * kc * max(ms, R) + matmuls
     reads = x_beats + w_beats + mchunks * groups * g * 9 * C // B + insns + loads * t.rd_gap
     writes = stores * (t.dram_write_latency + t.wr_done + t.st_first) + m * n // min(B, C)
+    # With a single X buffer, the next slab cannot load until the array is done with the
+    # current one: each reload is exposed.
+    slab, run = mg * kc, g * kc * R
+    single = 2 * slab + 2 * run > config.sp_rows
+    reloads = (mchunks - 1) if resident else (mchunks * groups * kchunks - 1)
+    exposed = reloads * slab * row_beats if single else 0
     first = s.first_ms or ms
-    fill = first * kc * row_beats + kc * R + 2 * t.dram_read_latency + 40
+    fill = first * kc * row_beats + kc * R + 2 * t.dram_read_latency + 40 + exposed
     drain = kc * max(ms, R) + ms + R + C + 30
     return max(compute, reads, writes) + fill + drain
 
