@@ -4,10 +4,11 @@ Blocks: CSRs (AXI4-Lite), command processor (instruction fetch and dispatch), DM
 load unit, execute unit (with the systolic array), store unit (with the post-processor),
 scratchpad, accumulator, dependency-token counters and performance counters.
 
-Soft reset (``CTRL.soft_reset``) aborts the DMA, waits until no bus transaction is
-outstanding, then resets every unit, the dependency-token counters and the memories'
-request pipelines for one cycle; the memories' contents and the CSRs other than the
-status are kept, so the host can start the next program right away.
+Soft reset (``CTRL.soft_reset``) aborts the DMA, takes its completions in place of the
+units, waits until no bus transaction is outstanding, then resets every unit, the
+dependency-token counters and the memories' request pipelines for one cycle; the memories'
+contents and the CSRs other than the status are kept, so the host can start the next
+program right away.
 """
 
 from __future__ import annotations
@@ -205,7 +206,15 @@ class Accelerator(wiring.Component):
         # fetch and the load unit, whose commands may be in flight together.
         wiring.connect(m, su.wr_cmd, dma.wr_cmd)
         wiring.connect(m, su.wr_data, dma.wr_data)
-        wiring.connect(m, dma.wr_done, su.wr_done)
+        resetting = Signal()
+        # During a soft reset the completions go to no client: an aborted command's client
+        # may never take its completion (a STORE takes it only once all of its data went
+        # out, which the aborting DMA no longer consumes), so the reset takes them itself,
+        # and the DMA can become idle. The clients are reset right after.
+        def completions(src, dst):
+            m.d.comb += [dst.valid.eq(src.valid & ~resetting), dst.payload.eq(src.payload),
+                         src.ready.eq(dst.ready | resetting)]
+        completions(dma.wr_done, su.wr_done)
         arb = unit("rd_arbiter", ReadArbiter(B, ADDR_BITS, dma.config.max_pending))
         wiring.connect(m, cp.rd_cmd, arb.fetch_cmd)
         wiring.connect(m, arb.fetch_data, cp.rd_data)
@@ -215,7 +224,7 @@ class Accelerator(wiring.Component):
         wiring.connect(m, arb.load_done, lu.rd_done)
         wiring.connect(m, arb.rd_cmd, dma.rd_cmd)
         wiring.connect(m, dma.rd_data, arb.rd_data)
-        wiring.connect(m, dma.rd_done, arb.rd_done)
+        completions(dma.rd_done, arb.rd_done)
         m.d.comb += [dma.window_base.eq(csr.dram_base),
                      dma.window_size.eq(csr.dram_size)]
 
@@ -245,7 +254,6 @@ class Accelerator(wiring.Component):
             csr.irq_status_set.eq(Mux(cp.irq_done, regs.IRQ_DONE, 0)
                                   | Mux(cp.irq_error, regs.IRQ_ERROR, 0)),
         ]
-        resetting = Signal()
         all_idle = Signal()
         m.d.comb += all_idle.eq(~cp.busy & ~lu.busy & ~eu.busy & ~su.busy & dma.idle)
         m.d.comb += csr.status.eq(cp.busy | (cp.done << 2) | (all_idle << 1)

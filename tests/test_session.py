@@ -3,7 +3,8 @@
 Two different GEMMs back to back in one session (bit-exact against the golden model, with
 plausible performance counters), DRAM backdoor access at odd addresses, DECERR from an
 address beyond the DRAM reaching the accelerator's error path and a clean run after it,
-a run that hits its cycle limit, the build cache, the Verilator build's public signals,
+a run that hits its cycle limit, runs stopped at every point of a program then rerun
+after the soft reset, the build cache, the Verilator build's public signals,
 and a simulator that dies.
 """
 
@@ -127,6 +128,23 @@ def test_cycle_limit_raises_with_registers_then_recovers(session, rng):
     y, result = session.run_plan(plan)
     np.testing.assert_array_equal(y, plan.expected)
     check_clean(result)
+
+
+def test_soft_reset_at_every_point_of_a_program_then_clean_run(session, rng):
+    """A run stopped every few cycles of a program, during its LOADs, MATMULs and STOREs
+    (an aborted STORE never takes its DMA completion itself): the next run's soft reset
+    reaches idle and the program then runs bit-exact."""
+    plan = random_plan(rng, 6, 9, 10)
+    for addr, data in plan.image.regions.items():
+        session.write(addr, data)
+    y, result = session.run_plan(plan)
+    np.testing.assert_array_equal(y, plan.expected)
+    for limit in range(5, result["cycles"] - 5, 5):
+        with pytest.raises(RunTimeout):
+            session.run(plan.prog_addr, len(plan.program), limit_cycles=limit)
+        y, result_after = session.run_plan(plan)
+        np.testing.assert_array_equal(y, plan.expected, err_msg=f"stopped at {limit}")
+        check_clean(result_after)
 
 
 def test_run_arguments_are_checked(session):
