@@ -155,9 +155,13 @@ class CommandProcessor(wiring.Component):
                 m.d.comb += [target.eq(isa.Queue.CONTROL), legal.eq(0)]
         drained = Signal()
         # Queue levels, not r_rdy: a buffered FIFO shows a new entry on r_rdy a cycle late.
+        # A unit reporting an error is not drained: its last instruction failed in the same
+        # cycle it went idle, and END must not report the program done.
         m.d.comb += drained.eq((queues["ld"].level == 0) & (queues["ex"].level == 0)
                                & (queues["st"].level == 0)
-                               & ~self.ld_busy & ~self.ex_busy & ~self.st_busy)
+                               & ~self.ld_busy & ~self.ex_busy & ~self.st_busy
+                               & (self.ld_error == 0) & (self.ex_error == 0)
+                               & (self.st_error == 0))
         dispatch = Signal()
         with m.If(ibuf.r_rdy & running & ~stopped):
             with m.If(~legal):

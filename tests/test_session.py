@@ -107,9 +107,9 @@ def test_decerr_beyond_dram_then_clean_run(session, rng):
     result = session.run(base, len(prog), limit_cycles=5000, window=(0, 2 * DRAM))
     assert result["error"] == regs.ErrorCode.DMA_DECERR, hex(result["STATUS"])
     assert result["ERROR_INFO"] == 1
-    # (END may still be dispatched in the cycle the load unit reports its error, so DONE
-    # can be set as well; only the error matters here.)
-    assert result["IRQ_STATUS"] & regs.IRQ_ERROR
+    # END right behind the failing LOAD must not report the program done.
+    assert result["IRQ_STATUS"] == regs.IRQ_ERROR, hex(result["IRQ_STATUS"])
+    assert not result["STATUS"] & 0b100, hex(result["STATUS"])
     # The next run soft-resets first: no error left over, results correct.
     plan = random_plan(rng, 3, 5, 6)
     y, result = session.run_plan(plan)
