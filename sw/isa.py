@@ -91,10 +91,11 @@ FORMATS: dict[Opcode, tuple[tuple[str, int, str], ...]] = {
         ("rows", 14, "activation rows T streamed through the current weight tile (>= 1)"),
         ("acc_addr", 16, "accumulator row receiving the first result row"),
         ("accumulate", 1, "add to the accumulator rows instead of overwriting them"),
-        ("k_steps", 12, "0: use the weights of the last LOAD_W; n >= 1: run n steps, step s "
-                        "loading the weight tile at w_addr + s * rows of the array, then "
-                        "streaming the activation rows at sp_addr + s * a_step (every step "
-                        "after the first accumulates)"),
+        ("k_steps", 12, "0: stream through the oldest LOAD_W tile not yet used (the array "
+                        "pairs tiles with MATMUL steps in order; with none, the MATMUL waits); "
+                        "n >= 1: run n steps, step s loading the weight tile at "
+                        "w_addr + s * rows of the array, then streaming the activation rows "
+                        "at sp_addr + s * a_step (every step after the first accumulates)"),
         ("w_addr", 16, "scratchpad row of the first weight tile (k_steps >= 1)"),
         ("a_step", 16, "scratchpad rows between the activation slices of two steps"),
     ),
