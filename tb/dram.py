@@ -29,7 +29,7 @@ from amaranth.lib.wiring import In, Out
 
 from llmchip.config import AcceleratorConfig, check_int
 from llmchip.rtl.accelerator import ADDR_BITS, Accelerator
-from llmchip.rtl.axi import AXI4_DATA_WIDTHS, AxiBurst, AxiResp, axi4_signature, axi4lite_signature
+from llmchip.rtl.axi import AxiBurst, AxiResp, axi4_signature, axi4lite_signature
 from llmchip.rtl.csr import ADDR_WIDTH as CSR_ADDR_WIDTH
 from llmchip.rtl.generate import component_ports
 from llmchip.rtl.pe import _rejected
@@ -151,16 +151,12 @@ class SimDram(wiring.Component):
                  id_width: int = 1, read_latency: int = 8, write_latency: int = 2,
                  queue_depth: int = 32, storage: str = "memory"):
         try:
-            check_int("addr_width", addr_width, 12, 64)
-            check_int("data_width", data_width, 32, 512)
-            if data_width not in AXI4_DATA_WIDTHS:
-                raise ValueError(f"data_width must be one of "
-                                 f"{', '.join(map(str, AXI4_DATA_WIDTHS))}, not {data_width!r}")
+            # The bus signature checks addr_width, data_width and id_width.
+            bus = axi4_signature(addr_width, data_width, id_width)
             check_int("size", size, data_width // 8, 1 << addr_width)
             if size % (data_width // 8):
                 raise ValueError(f"size must be a multiple of {data_width // 8} bytes, "
                                  f"not {size!r}")
-            check_int("id_width", id_width, 1, 32)
             check_int("read_latency", read_latency, 2, 1 << 16)
             check_int("write_latency", write_latency, 1, 1 << 16)
             check_int("queue_depth", queue_depth, 2, 4096)
@@ -174,7 +170,7 @@ class SimDram(wiring.Component):
         self.queue_depth = queue_depth
         self.beat_bytes = data_width // 8
         self.words = size // self.beat_bytes
-        super().__init__({"bus": In(axi4_signature(addr_width, data_width, id_width))})
+        super().__init__({"bus": In(bus)})
 
     def elaborate(self, platform):
         m = Module()
