@@ -266,6 +266,126 @@ def cmd_gemm(args: argparse.Namespace) -> int:
     return 0 if exact else 1
 
 
+def _progress(args: argparse.Namespace):
+    """A status printer on stderr (silent with --json)."""
+    if args.json:
+        return lambda msg: None
+    return lambda msg: print(f"llmchip run {args.model}: {msg}", file=sys.stderr)
+
+
+def _run_config(args: argparse.Namespace) -> AcceleratorConfig:
+    cfg = _config(args)
+    if cfg.dataflow != "ws" or cfg.in_width != 8 or cfg.acc_width != 32:
+        raise _UsageError("the models run on the int8 weight-stationary accelerator: keep "
+                          "--dataflow ws --in-width 8 --acc-width 32")
+    return cfg
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run a packaged transformer in float and in int8 on a backend; compare them."""
+    from .sw.models import run as runner
+
+    cfg = _run_config(args)
+    log = _progress(args)
+    if args.layers is not None and args.layers < 1:
+        raise _UsageError(f"--layers must be >= 1, not {args.layers}")
+    try:
+        if args.model == "minilm":
+            from .sw.models.minilm import SAMPLE_SENTENCES
+            texts = args.text or list(SAMPLE_SENTENCES)
+            if args.seq_len is not None and not 3 <= args.seq_len <= 512:
+                raise _UsageError(f"--seq-len must be between 3 and 512, not {args.seq_len}")
+            res = runner.run_minilm(texts, backend=args.backend, config=cfg,
+                                    scheme=args.scheme, seq_len=args.seq_len,
+                                    n_layers=args.layers, report_errors=args.layer_errors,
+                                    log=log)
+            if args.rtl_check:
+                log("checking one encoder layer on verilator against the model backend")
+                res["rtl_check"] = runner.rtl_layer_check(texts[:2], log=log)
+        else:
+            if args.max_new_tokens < 0:
+                raise _UsageError(f"--max-new-tokens must be >= 0, not {args.max_new_tokens}")
+            res = runner.run_smollm2(args.prompt, args.max_new_tokens, backend=args.backend,
+                                     config=cfg, scheme=args.scheme, chat=not args.raw,
+                                     n_layers=args.layers, report_errors=args.layer_errors,
+                                     log=log)
+    except ValueError as exc:
+        raise _UsageError(str(exc)) from None
+    if args.json:
+        print(json.dumps(res, indent=2))
+    elif args.model == "minilm":
+        _print_minilm(res)
+    else:
+        _print_smollm2(res)
+    ok = res.get("rtl_check", {}).get("bit_exact", True)
+    return 0 if ok else 1
+
+
+def _energy_line(res: dict) -> str:
+    e = res["energy"]
+    return (f"{e['total_uj']:.1f} uJ dynamic at {e['mhz']} MHz / {e['mv']} mV "
+            f"({e['seconds'] * 1e3:.2f} ms, {e['avg_power_w']:.2f} W; DRAM "
+            f"{e['parts_uj']['dram'] / max(e['total_uj'], 1e-30):.0%})")
+
+
+def _print_minilm(res: dict) -> None:
+    rows = [("model", f"{res['model']} ({res['layers']} layers), {res['scheme']}"),
+            ("backend", f"{res['backend']}, {res['config']['rows']}x{res['config']['cols']} "
+                        f"array")]
+    for i, t in enumerate(res["texts"]):
+        text = t["text"] if len(t["text"]) <= 60 else t["text"][:57] + "..."
+        rows.append((f"text {i}", f"cosine {t['cosine']:.4f} to float  ({t['tokens']} tokens)"
+                                  f"  {text}"))
+    rows.append(("cosine", f"min {res['min_cosine']:.4f}, mean {res['mean_cosine']:.4f}"))
+    if "spearman" in res:
+        rows.append(("ranking", f"Spearman {res['spearman']:.4f} between the float and int8 "
+                                f"pairwise similarities"))
+    rows += [("cycles", f"{res['cycles']:,} on the device ({res['runs']} runs)"),
+             ("utilization", f"{res['utilization']:.1%} of the PEs, "
+                             f"{res['roofline_efficiency']:.1%} of the roofline"),
+             ("energy", _energy_line(res)),
+             ("wall", f"{res['wall_s']:.1f} s")]
+    if "rtl_check" in res:
+        c = res["rtl_check"]
+        rows.append(("RTL check", ("bit-exact" if c["bit_exact"] else "MISMATCH")
+                     + f": one encoder layer at {c['seq_len']} tokens on {c['backend']} "
+                       f"({c['config']}) vs the model backend; {c['rtl_cycles']:,} cycles "
+                       f"(model {c['model_cycles']:,}), utilization {c['utilization']:.1%}, "
+                       f"{c['sim_cycles_per_s']:,.0f} simulated cycles/s"))
+    _print_table("llmchip run minilm", rows)
+    n = len(res["texts"])
+    if 1 < n <= 8:
+        f, q = np.array(res["similarity"]["float"]), np.array(res["similarity"]["int8"])
+        print("pairwise similarity (float / int8):")
+        for i in range(n):
+            print("  " + "  ".join(f"{f[i, j]:+.2f}/{q[i, j]:+.2f}" for j in range(n)))
+
+
+def _print_smollm2(res: dict) -> None:
+    dec = res["decode_cycles_per_token"]
+    _print_table("llmchip run smollm2", [
+        ("model", f"{res['model']} ({res['layers']} layers), {res['scheme']}"),
+        ("backend", f"{res['backend']}, {res['config']['rows']}x{res['config']['cols']} "
+                    f"array"),
+        ("prompt", f"{res['prompt_tokens']} tokens"),
+        ("int8 text", repr(res["text"])),
+        ("int8 ids", str(res["token_ids"])),
+        ("float text", repr(res["float_text"])),
+        ("float ids", str(res["float_token_ids"])
+         + ("  (same)" if res["same_tokens"] else "")),
+        ("top-1", f"{res['top1_agreement']:.1%} agreement with float under teacher forcing"),
+        ("perplexity", f"{res['perplexity']:.3f} int8, {res['float_perplexity']:.3f} float "
+                       f"({res['perplexity'] / res['float_perplexity'] - 1:+.1%})"),
+        ("cycles", f"prefill {res['prefill_cycles']:,} "
+                   f"({res['prefill_cycles_per_token']:,.0f} per token); decode "
+                   + (f"{dec:,.0f} per token" if dec is not None else "none")),
+        ("utilization", f"{res['utilization']:.1%} of the PEs, "
+                        f"{res['roofline_efficiency']:.1%} of the roofline"),
+        ("energy", _energy_line(res)),
+        ("wall", f"{res['wall_s']:.1f} s"),
+    ])
+
+
 def cmd_docs(args: argparse.Namespace) -> int:
     """Regenerate docs/isa.md and docs/registers.md, or check they are current."""
     from .sw.docgen import write_docs
@@ -340,6 +460,59 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None,
                    help="random seed for the operands (printed; default: from the clock)")
     p.set_defaults(func=cmd_gemm)
+
+    p = sub.add_parser("run", help="run a real quantized transformer on the accelerator",
+                       description="Run a packaged pretrained model in float (the reference) "
+                                   "and in int8 with every matrix multiplication on the "
+                                   "accelerator (model backend, or the RTL), and compare.")
+    msub = p.add_subparsers(dest="model", metavar="MODEL", required=True)
+    schemes = ("baseline", "static", "dynamic", "smooth-static", "smooth-dynamic")
+
+    def common(mp: argparse.ArgumentParser, default_scheme: str) -> None:
+        _add_config_args(mp, rows=16, cols=16, sp_rows=4096, param_rows=128)
+        mp.add_argument("--backend", choices=("model", "verilator", "icarus"), default="model",
+                        help="model: bit-exact executor + cycle model (default); verilator / "
+                             "icarus: the generated RTL (slow: use a small --layers)")
+        mp.add_argument("--scheme", choices=schemes, default=default_scheme,
+                        help=f"quantization: baseline = per-tensor weights, static "
+                             f"activations, no smoothing; smooth-* = SmoothQuant (alpha 0.5); "
+                             f"*-dynamic = per-token activation scales (default "
+                             f"{default_scheme})")
+        mp.add_argument("--layers", type=int, default=None, metavar="N",
+                        help="keep only the first N transformer layers (default: all)")
+        mp.add_argument("--layer-errors", action="store_true",
+                        help="also report each layer's int8 output error against float on "
+                             "the same input")
+
+    mp = msub.add_parser("minilm", help="all-MiniLM-L6-v2 sentence embeddings",
+                         description="Embed texts with all-MiniLM-L6-v2 (BERT encoder): cosine "
+                                     "similarity of each int8 embedding to the float one, "
+                                     "pairwise similarities, cycles, utilization, energy.")
+    mp.add_argument("--text", action="append", metavar="TEXT",
+                    help="a text to embed (repeat for several; default: 24 built-in "
+                         "sentences)")
+    mp.add_argument("--seq-len", type=int, default=None, metavar="N",
+                    help="pad and truncate every text to N tokens (default: each text at "
+                         "its own length)")
+    mp.add_argument("--rtl-check", action="store_true",
+                    help="also run one encoder layer at 32 tokens on Verilator (4x4 array) "
+                         "and check it bit for bit against the model backend")
+    common(mp, "smooth-dynamic")
+    mp.set_defaults(func=cmd_run)
+
+    mp = msub.add_parser("smollm2", help="SmolLM2-135M-Instruct text generation",
+                         description="Greedy generation with SmolLM2-135M-Instruct (Llama-style "
+                                     "decoder, KV cache): the int8 and float continuations, "
+                                     "top-1 agreement under teacher forcing and perplexity on "
+                                     "the prompt, cycles per token for prefill and decode.")
+    mp.add_argument("--prompt", required=True, help="the user message (or raw text with --raw)")
+    mp.add_argument("--max-new-tokens", type=int, default=16, metavar="N",
+                    help="most tokens to generate (default 16)")
+    mp.add_argument("--raw", action="store_true",
+                    help="use the prompt as plain text instead of wrapping it in the chat "
+                         "template")
+    common(mp, "smooth-dynamic")
+    mp.set_defaults(func=cmd_run)
 
     p = sub.add_parser("docs", help="regenerate the ISA and register-map docs",
                        description="Write docs/isa.md and docs/registers.md from the single "

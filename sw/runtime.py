@@ -324,7 +324,8 @@ class Device:
         self.last = stats
         self.history.append(stats)
         for key in ("cycles", "model_cycles", "macs", "array_busy", "dram_read_bytes",
-                    "dram_write_bytes", "ideal_cycles", "wall_s", "ops"):
+                    "dram_write_bytes", "sram_reads", "acc_accesses", "ideal_cycles",
+                    "wall_s", "ops"):
             if key in stats:
                 self.totals[key] = self.totals.get(key, 0) + stats[key]
 
@@ -355,7 +356,8 @@ class _ModelBackend:
         self.machine.run(program)
         return {"cycles": res.cycles, "model_cycles": res.cycles,
                 "array_busy": res.array_busy, "dram_read_bytes": res.dram_read_bytes,
-                "dram_write_bytes": res.dram_write_bytes, "sim_s": time.perf_counter() - t0}
+                "dram_write_bytes": res.dram_write_bytes, "sram_reads": res.sram_reads,
+                "acc_accesses": res.acc_accesses, "sim_s": time.perf_counter() - t0}
 
     def close(self) -> None:
         pass
@@ -387,6 +389,8 @@ class _RtlBackend:
                 "stall_weights": res.get("PERF_STALL_WEIGHTS", 0),
                 "stall_operand": res.get("PERF_STALL_OPERAND", 0),
                 "stall_token": res.get("PERF_STALL_TOKEN", 0),
+                # Fixed by the program, so the model's counts are the hardware's.
+                "sram_reads": model.sram_reads, "acc_accesses": model.acc_accesses,
                 "sim_cycles": res["cycles"], "sim_s": res["wall_s"]}
 
     def close(self) -> None:

@@ -1,0 +1,1 @@
+"""Transformer models written once against the executor protocol of :mod:`llmchip.sw.quant`."""
