@@ -495,7 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="pad and truncate every text to N tokens (default: each text at "
                          "its own length)")
     mp.add_argument("--rtl-check", action="store_true",
-                    help="also run one encoder layer at 32 tokens on Verilator (4x4 array) "
+                    help="also run one encoder layer at 32 tokens on Verilator (8x8 array) "
                          "and check it bit for bit against the model backend")
     common(mp, "smooth-dynamic")
     mp.set_defaults(func=cmd_run)

@@ -15,11 +15,20 @@ raises :class:`ExecutionError` naming its index, as the hardware would stop with
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from llmchip.config import AcceleratorConfig
 
 from . import golden, isa
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _decode(word: int) -> isa.Insn:
+    # Runs of the same shapes repeat their words (the runtime places data at the same
+    # addresses each run); decoded instructions are never modified.
+    return isa.decode(word)
 
 __all__ = ["Machine", "ExecutionError"]
 
@@ -95,7 +104,7 @@ class Machine:
         words = program.insns if hasattr(program, "insns") else program
         for i, word in enumerate(words[start:], start):
             try:
-                insn = isa.decode(word)
+                insn = _decode(word)
             except isa.IsaError as exc:
                 raise ExecutionError(f"instruction {i}: {exc}") from None
             if insn.op == isa.Opcode.END:
@@ -135,6 +144,15 @@ class Machine:
                 self._check_rows("scratchpad", f["w_addr"], steps * R, 1, cfg.sp_rows)
                 self._check_rows("scratchpad", f["sp_addr"] + (steps - 1) * f["a_step"], rows,
                                  f["sp_stride"], cfg.sp_rows)
+            if steps and not self.tiles:
+                # Each step streams through its own tile: the whole loop is one product of
+                # the steps' activation slices side by side with their tiles stacked.
+                w = self.sp[f["w_addr"]:f["w_addr"] + steps * R, :C]
+                idx = (f["sp_addr"] + f["a_step"] * np.arange(steps)[None, :]
+                       + f["sp_stride"] * np.arange(rows)[:, None])
+                a = self.sp[idx][:, :, :R].reshape(rows, steps * R)
+                self._mac(out, a, w, bool(f["accumulate"]))
+                steps = 0
             for s in range(steps):
                 # Step s loads its tile, then streams its rows through the oldest loaded
                 # tile (its own, unless a LOAD_W was left unused before the loop).
@@ -146,7 +164,12 @@ class Machine:
         # FENCE orders nothing in a sequential executor.
 
     def _mac(self, out: slice, a: np.ndarray, w: np.ndarray, accumulate: bool) -> None:
-        prod = a @ w
+        iw = self.config.in_width
+        if a.shape[1] << (2 * iw - 2) < 1 << 53:
+            # Every partial sum is an integer below 2**53: float64 (BLAS) is exact.
+            prod = (a.astype(np.float64) @ w.astype(np.float64)).astype(np.int64)
+        else:
+            prod = a.astype(np.int64) @ w.astype(np.int64)
         acc = self.acc[out] + prod if accumulate else prod
         self.acc[out] = golden.wrap(acc, self.config.acc_width)
 

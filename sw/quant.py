@@ -250,15 +250,12 @@ class Calibrator(FloatExecutor):
             st.setdefault("k", _Stats()).add(k, (1, 2))
             st.setdefault("v", _Stats()).add(v, 1)
             sc = scale * np.einsum("hmd,htd->hmt", q, _expand_kv(k, heads))
-            probs = softmax(_scores_mask(sc, mask))
             per_head = ctx.reshape(m, heads, d).transpose(1, 0, 2)
             unit = np.ones((heads, m, 1))
             if self.cal.scheme.activations == "dynamic":
-                # What the dynamic path puts through int8: scores over each query row's
-                # scale, context over each row's largest probability.
+                # The dynamic path puts scores over each query row's scale through int8.
                 unit = np.maximum(np.abs(q).max(axis=2, keepdims=True), 1e-8) / 127.0
                 sc = sc / unit
-                per_head = per_head / probs.max(axis=2, keepdims=True)
             if mask is not None:
                 sc = np.where(mask[None], sc, np.nan)
             # Softmax weighs a score FLOOR_GAP below its row's largest at most e**-16: the
@@ -334,10 +331,11 @@ class QuantExecutor:
     zero point per head); the host applies the mask and the softmax; the probabilities
     go back as int8 with zero point -128 (folded into the bias) for ``p @ v``, whose
     output has one scale per channel. Static scheme: per-head static scales for q and k,
-    probabilities in steps of 1/255. Dynamic scheme: one scale per query row (applied on
-    the host) and per key token (applied per column by the post-processor, the layout
-    of a per-token int8 KV cache), probabilities in steps of 1/255 of each row's
-    largest one. All heads of one call share one device program (a batch) per matmul.
+    per-channel static scales for v, probabilities in steps of 1/255. Dynamic scheme:
+    one scale per query row (applied on the host) and per key token (applied per column
+    by the post-processor), one scale per value token (folded into the probabilities;
+    see :meth:`_context_dynamic`): the layout of a per-token int8 KV cache. All heads of
+    one call share one device program (a batch) per matmul.
 
     Parameters
     ----------
@@ -448,6 +446,7 @@ class QuantExecutor:
         sv = np.maximum(st["v"].absmax * hr, 1e-6) / 127.0                    # (Hkv, d)
         sc = np.maximum(st["ctx"].absmax * hr, 1e-6) / 127.0                  # (H, d)
         qq, kq, vq = _quantize(q, sq), _quantize(k, sk), _quantize(v, sv[:, None, :])
+        self._ctx_name = name + ".context"
         # The low end stops at the calibrated floor (minus the same headroom in units of
         # the floor's distance below the top): int8 steps go where softmax looks.
         hi = st["scores"].hi * hr
@@ -466,20 +465,58 @@ class QuantExecutor:
         if dyn:
             scores = scores * sq
         probs = softmax(_scores_mask(scores.astype(np.float32), mask))
-        # Probabilities as int8 with zero point -128 (folded into the bias): 255 steps
-        # over [0, 1], or in the dynamic scheme over [0, the row's largest probability].
-        top = probs.max(axis=2, keepdims=True) if dyn else np.ones((heads, m, 1))
-        pq = np.clip(np.rint(probs / top * 255.0) - 128, -128, 127).astype(np.int64)
-        with self.device.batch() as b:
-            outs = [b.linear(pq[h], vq[h // group], 128 * vq[h // group].sum(axis=0),
-                             Requant.from_scale(sv[h // group] / 255.0 / sc[h]))
-                    for h in range(heads)]
-        self._account(name + ".context", *(o.value for o in outs))
-        ctx = np.stack([o.value * sc[h] for h, o in enumerate(outs)]) * top
+        if dyn:
+            ctx = self._context_dynamic(probs, v, sc, group)
+        else:
+            # Probabilities as int8 in steps of 1/255 with zero point -128 (folded into
+            # the bias); values with static per-channel scales.
+            pq = np.clip(np.rint(probs * 255.0) - 128, -128, 127).astype(np.int64)
+            with self.device.batch() as b:
+                outs = [b.linear(pq[h], vq[h // group], 128 * vq[h // group].sum(axis=0),
+                                 Requant.from_scale(sv[h // group] / 255.0 / sc[h]))
+                        for h in range(heads)]
+            self._account(name + ".context", *(o.value for o in outs))
+            ctx = np.stack([o.value * sc[h] for h, o in enumerate(outs)])
         ctx = ctx.transpose(1, 0, 2).reshape(m, heads * d).astype(np.float32)
         if self.report:
             ref = FloatExecutor.attention(self, name, q, k, v, scale=scale, mask=mask)
             self._error(name, ctx, ref)
+        return ctx
+
+    def _context_dynamic(self, probs: np.ndarray, v: np.ndarray, sc: np.ndarray,
+                         group: int) -> np.ndarray:
+        """``probs @ v`` per head with per-token value scales folded into the probabilities.
+
+        Value row t is int8 with its own scale ``s_t``; since ``sum_t p_t v_t = sum_t
+        (p_t s_t) v_t / s_t``, the host multiplies column t of the probabilities by
+        ``s_t``. Each row of those is int8 over [0, u] with u a power-of-two fraction of
+        the head's largest entry, at least the row's own largest; rows sharing u form one
+        operation, whose requantization ``u / 255 / sc`` yields the context directly in
+        its calibrated per-channel scale ``sc``.
+        """
+        from .runtime import Requant
+        heads, m, t = probs.shape
+        s_t = np.maximum(np.abs(v).max(axis=2), 1e-8) / 127.0              # (Hkv, T)
+        vq = _quantize(v, s_t[:, :, None])
+        plan = []
+        with self.device.batch() as b:
+            for h in range(heads):
+                kv = h // group
+                pp = probs[h] * s_t[kv][None, :]
+                top = pp.max(axis=1)
+                g = max(float(top.max()), 1e-30)
+                j = np.clip(np.floor(-np.log2(np.maximum(top / g, 2.0 ** -15))), 0, 15)
+                for jj in np.unique(j):
+                    rows = np.flatnonzero(j == jj)
+                    u = g * 2.0 ** -jj
+                    pq = np.clip(np.rint(pp[rows] / u * 255.0) - 128, -128, 127)
+                    out = b.linear(pq.astype(np.int64), vq[kv], 128 * vq[kv].sum(axis=0),
+                                   Requant.from_scale(u / 255.0 / sc[h]))
+                    plan.append((h, rows, out))
+        self._account(self._ctx_name, *(o.value for _, _, o in plan))
+        ctx = np.empty((heads, m, v.shape[2]), dtype=np.float64)
+        for h, rows, out in plan:
+            ctx[h, rows] = out.value * sc[h]
         return ctx
 
     def error_report(self) -> list[dict]:

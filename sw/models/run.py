@@ -13,7 +13,7 @@ import numpy as np
 from llmchip.config import AcceleratorConfig
 
 from ..power import estimate_energy
-from ..quant import SCHEMES, FloatExecutor, QuantExecutor, QuantScheme, calibrate
+from ..quant import SCHEMES, FloatExecutor, Linear, QuantExecutor, QuantScheme, calibrate
 from .metrics import cosine, pairwise_upper, spearman
 
 __all__ = ["DEFAULT_CONFIG", "DEFAULT_SCHEMES", "RTL_CHECK_CONFIG", "run_minilm",
@@ -214,14 +214,17 @@ def run_smollm2(prompt: str, max_new_tokens: int = 16, *, backend: str = "model"
             device.close()
 
 
-#: The small accelerator of the RTL checks (and of the CI backend tests): 4x4 array.
-RTL_CHECK_CONFIG = dict(rows=4, cols=4, sp_rows=256, acc_rows=64, param_rows=8)
+#: The accelerator of the RTL checks: small enough to simulate quickly, with memories
+#: large enough that a transformer layer's GEMMs compile to short programs.
+RTL_CHECK_CONFIG = dict(rows=8, cols=8, sp_rows=1024, acc_rows=256, param_rows=64)
+RTL_CHECK_DRAM = 1 << 24
 
 
 def rtl_layer_check(texts: Sequence[str], *, backend: str = "verilator",
                     config: AcceleratorConfig | None = None, seq_len: int = 32,
                     scheme: str | QuantScheme = DEFAULT_SCHEMES["minilm"],
-                    dram_bytes: int = 1 << 22, log: Callable[[str], object] = lambda s: None
+                    dram_bytes: int = RTL_CHECK_DRAM,
+                    log: Callable[[str], object] = lambda s: None
                     ) -> dict:
     """Run MiniLM's first encoder layer on the ``model`` backend and on an RTL backend and
     check that every int8 result the device returned is identical.
@@ -267,11 +270,16 @@ def rtl_decode_check(prompt: str = "The capital of France is", *, steps: int = 2
                      n_layers: int = 1, backend: str = "verilator",
                      config: AcceleratorConfig | None = None,
                      scheme: str | QuantScheme = DEFAULT_SCHEMES["smollm2"],
-                     dram_bytes: int = 1 << 26,
+                     vocab: int | None = None, dram_bytes: int = RTL_CHECK_DRAM,
                      log: Callable[[str], object] = lambda s: None) -> dict:
-    """Generate with SmolLM2 (first ``n_layers`` layers and the full 49,152-word output
-    layer) on the ``model`` backend and on an RTL backend: one prefill and ``steps``
-    decode steps on each; check that every int8 device result is identical."""
+    """Generate with SmolLM2 (its first ``n_layers`` layers) on the ``model`` backend and
+    on an RTL backend: one prefill and ``steps`` decode steps on each; check that every
+    int8 device result is identical.
+
+    ``vocab`` keeps only the output layer's first ``vocab`` words (its 49,152-column
+    GEMV dominates a decode step; small arrays in tests take a slice, the benchmark the
+    whole layer).
+    """
     from llmchip.sw.runtime import open_device
 
     from .smollm2 import SmolLM2
@@ -279,9 +287,15 @@ def rtl_decode_check(prompt: str = "The capital of France is", *, steps: int = 2
 
     cfg = config or AcceleratorConfig(**RTL_CHECK_CONFIG)
     model = SmolLM2.load(n_layers=n_layers)
+    layers = dict(model.layers)
+    if vocab is not None:
+        if not 1 <= vocab <= model.config.vocab:
+            raise ValueError(f"vocab must be between 1 and {model.config.vocab}, not {vocab}")
+        head = layers["lm_head"]
+        layers["lm_head"] = Linear(head.w[:, :vocab], None)
     sch = _scheme(scheme)
     cal_ids = model.encode(CALIBRATION_TEXT)
-    cal = calibrate(lambda ex: model.forward(cal_ids, ex), model.layers, sch)
+    cal = calibrate(lambda ex: model.forward(cal_ids, ex), layers, sch)
     ids = model.encode(prompt)
     runs = {}
     for be in ("model", backend):
@@ -289,7 +303,7 @@ def rtl_decode_check(prompt: str = "The capital of France is", *, steps: int = 2
             f"the {be} backend" + (" (the first run builds the simulator)"
                                    if be != "model" else ""))
         with open_device(cfg, be, dram_bytes=dram_bytes) as dev:
-            qx = QuantExecutor(dev, model.layers, cal, out_groups=model.quant_groups())
+            qx = QuantExecutor(dev, layers, cal, out_groups=model.quant_groups())
             marks: list[dict] = []
             t0 = time.perf_counter()
             gen = model.generate(ids, qx, steps + 1, stop_at_eos=False,
@@ -300,7 +314,7 @@ def rtl_decode_check(prompt: str = "The capital of France is", *, steps: int = 2
                         "cycles": end.get("cycles", 0), "wall_s": time.perf_counter() - t0}
     ref, rtl = runs["model"], runs[backend]
     return {"backend": backend, "config": f"{cfg.rows}x{cfg.cols}", "layers": n_layers,
-            "prompt_tokens": len(ids), "decode_steps": steps,
+            "vocab": vocab or model.config.vocab, "prompt_tokens": len(ids), "decode_steps": steps,
             "bit_exact": ref["digest"] == rtl["digest"] and ref["tokens"] == rtl["tokens"],
             "tokens": rtl["tokens"], "model_tokens": ref["tokens"], "digest": rtl["digest"],
             "rtl_cycles": rtl["cycles"], "model_cycles": ref["cycles"],
