@@ -12,7 +12,7 @@ bootstrap:
 	@VENV=$(VENV) scripts/bootstrap.sh
 
 demo: bootstrap
-	$(PY) -m llmchip demo
+	$(PY) -m llmchip run minilm --rtl-check
 
 test: bootstrap
 	$(PY) -m pytest -n 2

@@ -83,7 +83,7 @@ def bench_smollm2(cfg: AcceleratorConfig, schemes: list[str]) -> list[dict]:
         cal = calibrate(lambda ex: model.forward(cal_ids, ex), model.layers, SCHEMES[name])
         with llmchip.open(cfg, "model", dram_bytes=1 << 29) as dev:
             qx = QuantExecutor(dev, model.layers, cal, out_groups=model.quant_groups(),
-                               report=True)
+                               refine=model.quant_refine(), report=True)
             r = model.teacher_forced(ids, qx)
             summary = runner.device_summary(dev)
         agree = float(np.mean(r["argmax"] == ref["argmax"]))

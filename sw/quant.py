@@ -291,6 +291,12 @@ def calibrate(run: Callable[[FloatExecutor], object], layers: dict[str, Linear],
 
 # -- int8 execution on a Device -----------------------------------------------------------
 
+def _padded_rows(n: int) -> int:
+    """Row count a group of ``n`` probability rows is padded to: the next power of two
+    below 32, else the next multiple of 32 (at most 2x the work, few distinct shapes)."""
+    return 1 << (n - 1).bit_length() if n <= 32 else -(-n // 32) * 32
+
+
 @dataclass
 class _Prepared:
     wq: np.ndarray            # (in, out) int8 values, smoothing folded in
@@ -344,15 +350,24 @@ class QuantExecutor:
     cal : Calibration
     out_groups : dict of str to array, optional
         Layer name to one group id per output channel; a group shares one output scale.
+    refine : dict of str to int, optional
+        Layers (logits) whose top outputs per row get a finer second pass (see
+        :meth:`_refine`), with how many per row.
     report : bool
         Also run every layer in float on the same input and keep its relative error in
         :attr:`errors` (costs host time, not device time).
     """
 
     def __init__(self, device, layers: dict[str, Linear], cal: Calibration, *,
-                 out_groups: dict[str, int] | None = None, report: bool = False):
+                 out_groups: dict[str, np.ndarray] | None = None,
+                 refine: dict[str, int] | None = None, report: bool = False):
         self.device, self.layers, self.cal, self.scheme = device, layers, cal, cal.scheme
         self.report = report
+        self.refine = dict(refine or {})
+        for name, k in self.refine.items():
+            if name not in layers or not isinstance(k, int) or k < 1:
+                raise ValueError(f"refine wants a layer name and a count >= 1, not "
+                                 f"{name!r}: {k!r}")
         self.errors: dict[str, LayerError] = {}
         self.cycles: dict[str, int] = {}
         self.runs: list[dict] = []
@@ -420,8 +435,52 @@ class QuantExecutor:
             yq = self.device.linear(xq, p.handle, None, Requant.from_scale(p.sw / p.sy))
             y = (yq * p.sy * rs + bias).astype(np.float32)
         self._account(name, yq)
+        if name in self.refine:
+            unit = np.full((x.shape[0], 1), p.sx) if self.scheme.activations == "static" \
+                else rs
+            y = self._refine(name, xq, unit, y, bias)
         if self.report:
             self._error(name, y, x @ layer.w + (layer.b if layer.b is not None else 0))
+        return y
+
+    def _refine(self, name: str, xq: np.ndarray, unit: np.ndarray, y: np.ndarray,
+                bias: np.ndarray) -> np.ndarray:
+        """Second pass for each row's top candidates, 16x finer and centred on the row.
+
+        Logits as int8 are too coarse to rank close candidates or to score a token's
+        probability. For every row, the ``refine[name]`` largest first-pass outputs are
+        recomputed as one small operation per row (the rows share one program). The
+        centre (the row's largest first-pass output) is subtracted through the bias and
+        the step is 1/16 of the first pass's. Outputs that saturate keep their first-pass
+        value.
+        """
+        from .runtime import Requant
+        p = self.prepared[name]
+        top_k = min(self.refine[name], y.shape[1])
+        cand = np.argpartition(-y, top_k - 1, axis=1)[:, :top_k]
+        centre = y[np.arange(len(y)), cand[:, 0]] if top_k == 1 else \
+            np.take_along_axis(y, cand, axis=1).max(axis=1)
+        zx = p.zx if self.scheme.activations == "static" else None
+        with self.device.batch() as b:
+            plan = []
+            for i in range(len(y)):
+                c = cand[i]
+                # The first pass's step: sy in static mode, sy times the row's input
+                # scale in dynamic mode (where sy is per unit of that scale).
+                step = float(p.sy[c].max() * (unit[i, 0] if zx is None else 1.0)) / 16.0
+                w = p.wq[:, c]
+                bq = np.rint((bias[c] - centre[i]) / (unit[i, 0] * p.sw[c])) \
+                    - (zx or 0) * p.colsum[c]
+                bq = np.clip(bq, -(1 << 31), (1 << 31) - 1).astype(np.int64)
+                out = b.linear(xq[i:i + 1], w, bq,
+                               Requant.from_scale(unit[i, 0] * p.sw[c] / step))
+                plan.append((i, c, step, out))
+        self._account(name + ".refine", *(o.value for *_, o in plan))
+        y = y.copy()
+        for i, c, step, out in plan:
+            v = out.value[0]
+            ok = (v > -128) & (v < 127)
+            y[i, c[ok]] = v[ok] * step + centre[i]
         return y
 
     def attention(self, name: str, q, k, v, *, scale: float, mask=None) -> np.ndarray:
@@ -492,7 +551,10 @@ class QuantExecutor:
         ``s_t``. Each row of those is int8 over [0, u] with u a power-of-two fraction of
         the head's largest entry, at least the row's own largest; rows sharing u form one
         operation, whose requantization ``u / 255 / sc`` yields the context directly in
-        its calibrated per-channel scale ``sc``.
+        its calibrated per-channel scale ``sc``. A group is padded with zero
+        probabilities to a few standard row counts (see :func:`_padded_rows`) so that
+        its program shape, and the schedule search behind it, repeats across heads and
+        layers.
         """
         from .runtime import Requant
         heads, m, t = probs.shape
@@ -509,14 +571,15 @@ class QuantExecutor:
                 for jj in np.unique(j):
                     rows = np.flatnonzero(j == jj)
                     u = g * 2.0 ** -jj
-                    pq = np.clip(np.rint(pp[rows] / u * 255.0) - 128, -128, 127)
-                    out = b.linear(pq.astype(np.int64), vq[kv], 128 * vq[kv].sum(axis=0),
+                    pq = np.full((_padded_rows(len(rows)), t), -128, dtype=np.int64)
+                    pq[:len(rows)] = np.clip(np.rint(pp[rows] / u * 255.0) - 128, -128, 127)
+                    out = b.linear(pq, vq[kv], 128 * vq[kv].sum(axis=0),
                                    Requant.from_scale(u / 255.0 / sc[h]))
                     plan.append((h, rows, out))
         self._account(self._ctx_name, *(o.value for _, _, o in plan))
         ctx = np.empty((heads, m, v.shape[2]), dtype=np.float64)
         for h, rows, out in plan:
-            ctx[h, rows] = out.value * sc[h]
+            ctx[h, rows] = out.value[:len(rows)] * sc[h]
         return ctx
 
     def error_report(self) -> list[dict]:

@@ -130,3 +130,22 @@ def test_run_cli_rejects_bad_input(argv, msg):
                          text=True, timeout=120)
     assert out.returncode == 2, out.stderr
     assert msg in out.stderr
+
+
+def test_run_smollm2_cli_json():
+    """Two layers of SmolLM2 (the full output layer) on the model backend through the
+    command line: both continuations, ids, agreement, perplexities, cycles per token."""
+    out = subprocess.run(
+        [sys.executable, "-m", "llmchip", "run", "smollm2", "--prompt",
+         "The capital of France is", "--raw", "--layers", "2", "--max-new-tokens", "3",
+         "--json"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout)
+    assert res["layers"] == 2 and res["prompt_tokens"] == 5
+    assert 1 <= len(res["token_ids"]) <= 3 and len(res["float_token_ids"]) <= 3
+    assert 0.0 <= res["top1_agreement"] <= 1.0
+    assert res["perplexity"] > 1 and res["float_perplexity"] > 1
+    assert res["prefill_cycles"] > 0
+    if len(res["token_ids"]) > 1:
+        assert res["decode_cycles_per_token"] > 0
+    assert set(res["layer_cycles"]) == {"layers.0", "layers.1", "lm_head"}

@@ -165,3 +165,42 @@ def test_digest_is_deterministic_and_sensitive():
             run(qx, x)
             digests.append(qx.digest.hexdigest())
     assert digests[0] == digests[1] != digests[2]
+
+
+@pytest.mark.parametrize("scheme", ["static", "smooth-dynamic"])
+def test_refined_logits_are_finer_where_they_matter(scheme):
+    """A logits layer with one shared output scale: the second pass gives each row's top
+    candidates the exact int32 result to within 1/16 of the first pass's step."""
+    rng = np.random.default_rng(4)
+    print("seed 4")
+    layers = {"lm": Linear(rng.normal(0, 1, (32, 300)), None)}
+    xs = [rng.normal(0, 1, (6, 32)).astype(np.float32) for _ in range(3)]
+    cal = calibrate(lambda ex: [ex.linear("lm", x) for x in xs], layers, SCHEMES[scheme])
+    groups = {"lm": np.zeros(300, dtype=np.int64)}
+    with llmchip.open(CFG, "model", dram_bytes=1 << 21) as dev:
+        coarse = QuantExecutor(dev, layers, cal, out_groups=groups)
+        fine = QuantExecutor(dev, layers, cal, out_groups=groups, refine={"lm": 8})
+        p = fine.prepared["lm"]
+        x = xs[0] / p.smooth if p.smooth is not None else xs[0]
+        if scheme == "static":
+            xq = np.clip(np.rint(x / p.sx) + p.zx, -128, 127).astype(np.int64)
+            unit = np.full((len(x), 1), p.sx)
+            exact = (xq @ p.wq - p.zx * p.colsum) * unit * p.sw
+        else:
+            unit = np.abs(x).max(axis=1, keepdims=True) / 127.0
+            xq = np.clip(np.rint(x / unit), -128, 127).astype(np.int64)
+            exact = (xq @ p.wq) * unit * p.sw
+        yc, yf = coarse.linear("lm", xs[0]), fine.linear("lm", xs[0])
+        # (rows, 1): the first pass's step (sy is per unit of the row scale if dynamic)
+        step = np.full_like(unit, p.sy.max()) if scheme == "static" else p.sy.max() * unit
+        top = np.argsort(-exact, axis=1)[:, :4]
+        ec = np.abs(np.take_along_axis(yc - exact, top, 1)) / step
+        ef = np.abs(np.take_along_axis(yf - exact, top, 1)) / step
+        # The second pass spans +-8 first-pass steps around each row's largest output.
+        near = np.take_along_axis(exact, top, 1) >= exact.max(axis=1, keepdims=True) - 7 * step
+        assert ec[near].max() > 0.2                     # the first pass rounds visibly
+        assert ef[near].max() <= 1 / 32 + 1e-3, ef.max()   # half a fine step
+        assert (np.argmax(yf, 1) == np.argmax(exact, 1)).all()
+        assert "lm.refine" in fine.cycles
+        with pytest.raises(ValueError, match="refine wants"):
+            QuantExecutor(dev, layers, cal, refine={"nope": 4})

@@ -169,7 +169,7 @@ def run_smollm2(prompt: str, max_new_tokens: int = 16, *, backend: str = "model"
     try:
         log(f"uploading int8 weights to the {device.backend} device")
         qx = QuantExecutor(device, model.layers, cal, out_groups=model.quant_groups(),
-                           report=report_errors)
+                           refine=model.quant_refine(), report=report_errors)
         log("scoring the prompt")
         q_tf = model.teacher_forced(ids, qx)
         before = dict(device.totals)
@@ -303,7 +303,10 @@ def rtl_decode_check(prompt: str = "The capital of France is", *, steps: int = 2
             f"the {be} backend" + (" (the first run builds the simulator)"
                                    if be != "model" else ""))
         with open_device(cfg, be, dram_bytes=dram_bytes) as dev:
-            qx = QuantExecutor(dev, layers, cal, out_groups=model.quant_groups())
+            groups = model.quant_groups()
+            groups["lm_head"] = np.zeros(layers["lm_head"].w.shape[1], dtype=np.int64)
+            qx = QuantExecutor(dev, layers, cal, out_groups=groups,
+                               refine=model.quant_refine())
             marks: list[dict] = []
             t0 = time.perf_counter()
             gen = model.generate(ids, qx, steps + 1, stop_at_eos=False,

@@ -461,13 +461,23 @@ class SmolLM2:
     def quant_groups(self) -> dict[str, np.ndarray]:
         """Output-scale groups for :class:`llmchip.sw.quant.QuantExecutor`: the query
         channels of each head, and the key channels of each key/value head, of the fused
-        QKV projection share one scale; value channels keep their own."""
+        QKV projection share one scale; value channels keep their own; all logits share
+        one."""
         c = self.config
         q = np.arange(c.hidden) // c.head_dim
         k = c.n_heads + np.arange(c.kv_dim) // c.head_dim
         v = c.n_heads + c.n_kv_heads + np.arange(c.kv_dim)
         ids = np.concatenate([q, k, v])
-        return {f"layers.{i}.qkv": ids for i in range(c.n_layers)}
+        groups = {f"layers.{i}.qkv": ids for i in range(c.n_layers)}
+        # One scale for all logits: per-word scales calibrated on a few hundred tokens
+        # saturate words the calibration never saw as likely.
+        groups["lm_head"] = np.zeros(c.vocab, dtype=np.int64)
+        return groups
+
+    def quant_refine(self) -> dict[str, int]:
+        """Layers whose top outputs get a finer second pass on the device: the logits
+        (16 candidates per row; see :meth:`llmchip.sw.quant.QuantExecutor._refine`)."""
+        return {"lm_head": 16}
 
     # -- inference --
 
