@@ -328,6 +328,14 @@ def _energy_line(res: dict) -> str:
             f"{e['parts_uj']['dram'] / max(e['total_uj'], 1e-30):.0%})")
 
 
+def _print_layer_errors(res: dict, worst: int = 8) -> None:
+    if "layer_errors" not in res:
+        return
+    print(f"layer errors (relative to float on the same input, worst {worst}):")
+    for r in res["layer_errors"][:worst]:
+        print(f"  {r['layer']:<22} {r['rel_error']:.4f}  ({r['calls']} calls)")
+
+
 def _print_minilm(res: dict) -> None:
     rows = [("model", f"{res['model']} ({res['layers']} layers), {res['scheme']}"),
             ("backend", f"{res['backend']}, {res['config']['rows']}x{res['config']['cols']} "
@@ -353,6 +361,7 @@ def _print_minilm(res: dict) -> None:
                        f"(model {c['model_cycles']:,}), utilization {c['utilization']:.1%}, "
                        f"{c['sim_cycles_per_s']:,.0f} simulated cycles/s"))
     _print_table("llmchip run minilm", rows)
+    _print_layer_errors(res)
     n = len(res["texts"])
     if 1 < n <= 8:
         f, q = np.array(res["similarity"]["float"]), np.array(res["similarity"]["int8"])
@@ -384,6 +393,7 @@ def _print_smollm2(res: dict) -> None:
         ("energy", _energy_line(res)),
         ("wall", f"{res['wall_s']:.1f} s"),
     ])
+    _print_layer_errors(res)
 
 
 def cmd_docs(args: argparse.Namespace) -> int:

@@ -299,9 +299,9 @@ def rtl_decode_check(prompt: str = "The capital of France is", *, steps: int = 2
     ids = model.encode(prompt)
     runs = {}
     for be in ("model", backend):
-        log(f"{n_layers} layer(s): prefill of {len(ids)} tokens and {steps} decode steps on "
-            f"the {be} backend" + (" (the first run builds the simulator)"
-                                   if be != "model" else ""))
+        log(f"{model.config.n_layers} layer(s): prefill of {len(ids)} tokens and {steps} "
+            f"decode steps on the {be} backend"
+            + (" (the first run builds the simulator)" if be != "model" else ""))
         with open_device(cfg, be, dram_bytes=dram_bytes) as dev:
             groups = model.quant_groups()
             groups["lm_head"] = np.zeros(layers["lm_head"].w.shape[1], dtype=np.int64)
@@ -316,8 +316,9 @@ def rtl_decode_check(prompt: str = "The capital of France is", *, steps: int = 2
                         "decode_cycles": end.get("cycles", 0) - marks[0].get("cycles", 0),
                         "cycles": end.get("cycles", 0), "wall_s": time.perf_counter() - t0}
     ref, rtl = runs["model"], runs[backend]
-    return {"backend": backend, "config": f"{cfg.rows}x{cfg.cols}", "layers": n_layers,
-            "vocab": vocab or model.config.vocab, "prompt_tokens": len(ids), "decode_steps": steps,
+    return {"backend": backend, "config": f"{cfg.rows}x{cfg.cols}",
+            "layers": model.config.n_layers, "vocab": vocab or model.config.vocab,
+            "prompt_tokens": len(ids), "decode_steps": steps,
             "bit_exact": ref["digest"] == rtl["digest"] and ref["tokens"] == rtl["tokens"],
             "tokens": rtl["tokens"], "model_tokens": ref["tokens"], "digest": rtl["digest"],
             "rtl_cycles": rtl["cycles"], "model_cycles": ref["cycles"],
