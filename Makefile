@@ -14,8 +14,10 @@ bootstrap:
 demo: bootstrap
 	$(PY) -m llmchip run minilm --rtl-check
 
+# One BLAS thread per process: the two test workers already use both cores, and
+# oversubscribed BLAS threads make the model tests several times slower.
 test: bootstrap
-	$(PY) -m pytest -n 2
+	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -n 2
 
 lint: bootstrap
 	$(VENV)/bin/ruff check .

@@ -41,8 +41,8 @@ def layer_cycles(qx: QuantExecutor) -> dict[str, int]:
     """Device cycles per model layer (``layers.3``, ``lm_head``), from the executor."""
     out: dict[str, int] = {}
     for name, c in qx.cycles.items():
-        m = re.match(r"(layers\.\d+)\.", name)
-        key = m.group(1) if m else name
+        m = re.match(r"layers\.\d+|[^.]+", name)     # layers.3.attn.scores, lm_head.refine
+        key = m.group(0)
         out[key] = out.get(key, 0) + c
     return dict(sorted(out.items(), key=lambda kv: (not kv[0].startswith("layers."),
                                                       int(kv[0].split(".")[1])
