@@ -305,10 +305,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             if args.max_new_tokens < 0:
                 raise _UsageError(f"--max-new-tokens must be >= 0, not {args.max_new_tokens}")
+            stream = None
+            if not args.json:
+                from .sw.models.smollm2 import SmolLM2
+                model = SmolLM2.load(n_layers=args.layers)
+
+                def stream(token: int) -> None:     # the int8 continuation as it grows
+                    sys.stderr.write(model.decode([token]))
+                    sys.stderr.flush()
             res = runner.run_smollm2(args.prompt, args.max_new_tokens, backend=args.backend,
                                      config=cfg, scheme=args.scheme, chat=not args.raw,
                                      n_layers=args.layers, report_errors=args.layer_errors,
-                                     log=log)
+                                     on_token=stream, log=log)
+            if stream is not None:
+                sys.stderr.write("\n")
     except ValueError as exc:
         raise _UsageError(str(exc)) from None
     if args.json:
