@@ -115,9 +115,7 @@ def bench_rtl(cfg: AcceleratorConfig, smollm2_layers: int) -> dict:
     # The device DRAM holds the int8 weights in its lower half. The in-simulator DRAM
     # costs Verilator far more host memory than its size (a 512 MiB one was killed at
     # 17 GB), so the layer count is chosen to fit the machine.
-    model = SmolLM2.load(n_layers=smollm2_layers)
-    weights = sum(layer.w.size for layer in model.layers.values())
-    dram = 1 << (2 * weights + (16 << 20)).bit_length()
+    dram = runner.dram_for(SmolLM2.load(n_layers=smollm2_layers).layers)
     log(f"RTL: SmolLM2, {smollm2_layers} layers and the full output layer, prefill + 2 "
         f"decode steps ({dram >> 20} MiB device DRAM)")
     decode = runner.rtl_decode_check("The capital of France is", steps=2,

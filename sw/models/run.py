@@ -16,7 +16,7 @@ from ..power import estimate_energy
 from ..quant import SCHEMES, FloatExecutor, Linear, QuantExecutor, QuantScheme, calibrate
 from .metrics import cosine, pairwise_upper, spearman
 
-__all__ = ["DEFAULT_CONFIG", "DEFAULT_SCHEMES", "RTL_CHECK_CONFIG", "run_minilm",
+__all__ = ["DEFAULT_CONFIG", "DEFAULT_SCHEMES", "RTL_CHECK_CONFIG", "dram_for", "run_minilm",
            "run_smollm2", "rtl_layer_check", "rtl_decode_check", "device_summary",
            "layer_cycles"]
 
@@ -63,6 +63,16 @@ def device_summary(dev, totals: dict | None = None) -> dict:
         "dram_write_bytes": t.get("dram_write_bytes", 0),
         "energy": estimate_energy(cfg, t),
     }
+
+
+def dram_for(layers: dict) -> int:
+    """Device DRAM for a model: the int8 weights fit in the lower half (a power of two).
+
+    The in-simulator DRAM costs Verilator about 32 bytes of host memory per byte (a
+    512 MiB one needed more than 17 GB), so RTL runs of big models keep few layers.
+    """
+    weights = sum(layer.w.size for layer in layers.values())
+    return 1 << (2 * weights + (16 << 20)).bit_length()
 
 
 def _diff(a: dict, b: dict) -> dict:
@@ -164,8 +174,13 @@ def run_smollm2(prompt: str, max_new_tokens: int = 16, *, backend: str = "model"
     own = device is None
     if own:
         from llmchip.sw.runtime import open_device
+        dram_bytes = dram_bytes or dram_for(model.layers)
+        if backend != "model":
+            log(f"the simulated DRAM holds {dram_bytes >> 20} MiB; Verilator needs about "
+                f"{(dram_bytes * 32) >> 30} GiB of host memory for it (fewer --layers need "
+                f"less)")
         device = open_device(config or AcceleratorConfig(**DEFAULT_CONFIG), backend,
-                             dram_bytes=dram_bytes or 1 << 29)
+                             dram_bytes=dram_bytes)
     try:
         log(f"uploading int8 weights to the {device.backend} device")
         qx = QuantExecutor(device, model.layers, cal, out_groups=model.quant_groups(),
