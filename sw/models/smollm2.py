@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from llmchip.config import check_int
 from llmchip.sw.quant import Linear
 
 __all__ = ["PACKAGE", "GGUF_NAME", "SYSTEM_PROMPT", "gguf_path", "chat_prompt", "rms_norm",
@@ -120,8 +121,11 @@ class SmolLM2Config:
 
     Raises
     ------
+    TypeError
+        If a size or token id is not an integer.
     ValueError
-        If a size is not positive or the head counts do not divide the hidden size.
+        If a size is not positive, a token id is outside the vocabulary, or the head
+        counts do not divide the hidden size.
     """
 
     n_layers: int = 30
@@ -141,9 +145,7 @@ class SmolLM2Config:
     def __post_init__(self):
         for name in ("n_layers", "hidden", "n_heads", "n_kv_heads", "head_dim", "ffn",
                      "vocab", "max_len"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, not {value!r}")
+            check_int(name, getattr(self, name), 1, 1 << 31)
         if self.n_heads * self.head_dim != self.hidden:
             raise ValueError(f"{self.n_heads} heads of {self.head_dim} do not make a hidden "
                              f"size of {self.hidden}")
@@ -153,9 +155,7 @@ class SmolLM2Config:
         if self.head_dim % 2:
             raise ValueError(f"RoPE needs an even head_dim, not {self.head_dim}")
         for name in ("bos_id", "eos_id"):
-            value = getattr(self, name)
-            if not 0 <= value < self.vocab:
-                raise ValueError(f"{name} {value!r} is outside the vocabulary of {self.vocab}")
+            check_int(name, getattr(self, name), 0, self.vocab - 1)
         if not self.rms_eps > 0 or not self.rope_theta > 0:
             raise ValueError(f"rms_eps and rope_theta must be positive, not "
                              f"{self.rms_eps!r} and {self.rope_theta!r}")
