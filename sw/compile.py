@@ -25,19 +25,27 @@ token rules are described in ``docs/compiler.md``; in short:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import hashlib
+import json
+import os
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
+from llmchip.cache import cache_root
 from llmchip.config import AcceleratorConfig
 
 from . import golden, isa
 
 __all__ = ["GemmOp", "Schedule", "Program", "ProgramBuilder", "CompileError", "pack_weights",
            "pack_params", "packed_weight_bytes", "param_bytes", "choose_schedule",
-           "candidate_schedules", "compile_gemm", "DramImage", "GemmPlan", "plan_gemm"]
+           "search_schedule", "candidate_schedules", "compile_gemm", "DramImage", "GemmPlan",
+           "plan_gemm"]
 
 LD, EX, ST = 0, 1, 2          # queues, as isa.Queue
 SP, ACC, PAR = 0, 1, 2        # on-chip memories, as isa.Mem
@@ -683,8 +691,52 @@ def candidate_schedules(config: AcceleratorConfig, m: int, k: int, n: int) -> li
     return []
 
 
+@functools.cache
+def _schedule_cache() -> Path | None:
+    """Folder of chosen schedules, keyed by this compiler's and performance model's
+    source (a change to either starts a new folder), or None if it cannot be made."""
+    from . import perf
+    digest = hashlib.sha256()
+    for mod in (perf, sys.modules[__name__]):
+        digest.update(Path(mod.__file__).read_bytes())
+    folder = cache_root() / "schedules" / digest.hexdigest()[:16]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return folder
+
+
+def _schedule_file(config: AcceleratorConfig, m: int, k: int, n: int) -> Path | None:
+    folder = _schedule_cache()
+    if folder is None:
+        return None
+    key = json.dumps(config.to_dict()["config"], sort_keys=True) + f"|{m}x{k}x{n}"
+    return folder / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".json")
+
+
 @functools.lru_cache(maxsize=4096)
 def choose_schedule(config: AcceleratorConfig, m: int, k: int, n: int) -> Schedule:
+    """Return :func:`search_schedule`'s choice, kept on disk under the cache folder
+    (``$LLMCHIP_CACHE/schedules``) so later runs skip the search."""
+    path = _schedule_file(config, m, k, n)
+    if path is not None:
+        try:
+            return Schedule(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError):
+            pass
+    sch = search_schedule(config, m, k, n)
+    if path is not None:
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        try:
+            tmp.write_text(json.dumps(dataclasses.asdict(sch)))
+            os.replace(tmp, path)
+        except OSError:
+            pass
+    return sch
+
+
+def search_schedule(config: AcceleratorConfig, m: int, k: int, n: int) -> Schedule:
     """Return the schedule with the fewest predicted cycles for an ``m x k x n`` GEMM.
 
     Every candidate is ranked by :func:`llmchip.sw.perf.estimate_schedule` (traffic,

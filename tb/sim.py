@@ -12,7 +12,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from llmchip.cache import cache_root
 from llmchip.config import AcceleratorConfig
 from llmchip.rtl.generate import LINT_WAIVERS, generate, verilog_text
 
@@ -42,12 +42,6 @@ def _tail(path: Path, lines: int = 40) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
-
-
-def cache_root() -> Path:
-    """Return the build cache folder: ``$LLMCHIP_CACHE`` or ``~/.cache/llmchip``."""
-    root = os.environ.get("LLMCHIP_CACHE")
-    return Path(root) if root else Path.home() / ".cache" / "llmchip"
 
 
 @dataclass(frozen=True)

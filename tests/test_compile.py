@@ -203,3 +203,32 @@ def test_relocated_program_equals_a_fresh_compile():
     moved = build(ops_a).relocate(ops_b)
     assert moved.insns == build(ops_b).insns
     assert moved.stats["fences"] == 1
+
+
+def test_chosen_schedules_are_kept_on_disk(tmp_path, monkeypatch):
+    """A second process (here: cleared in-memory caches) reads the choice back instead of
+    searching again; a corrupt entry is searched again and rewritten."""
+    from llmchip.sw import compile as comp
+
+    monkeypatch.setenv("LLMCHIP_CACHE", str(tmp_path))
+    comp._schedule_cache.cache_clear()
+    comp.choose_schedule.cache_clear()
+    try:
+        first = comp.choose_schedule(SMALL, 37, 21, 19)
+        files = list((tmp_path / "schedules").rglob("*.json"))
+        assert len(files) == 1
+        comp.choose_schedule.cache_clear()
+
+        def no_search(*args):
+            raise AssertionError("searched again")
+        monkeypatch.setattr(comp, "search_schedule", no_search)
+        assert comp.choose_schedule(SMALL, 37, 21, 19) == first
+        monkeypatch.undo()
+        monkeypatch.setenv("LLMCHIP_CACHE", str(tmp_path))
+        files[0].write_text("{not json")
+        comp.choose_schedule.cache_clear()
+        assert comp.choose_schedule(SMALL, 37, 21, 19) == first
+        assert files[0].read_text().startswith("{\"mg\"")
+    finally:
+        comp._schedule_cache.cache_clear()
+        comp.choose_schedule.cache_clear()
