@@ -68,8 +68,9 @@ def device_summary(dev, totals: dict | None = None) -> dict:
 def dram_for(layers: dict) -> int:
     """Device DRAM for a model: the int8 weights fit in the lower half (a power of two).
 
-    The in-simulator DRAM costs Verilator about 32 bytes of host memory per byte (a
-    512 MiB one needed more than 17 GB), so RTL runs of big models keep few layers.
+    Writing weights into the in-simulator DRAM costs about 32 bytes of host memory per
+    byte (cocotb keeps a handle per written word; 512 MiB of DRAM needed more than 17 GB),
+    so RTL runs of big models keep few layers.
     """
     weights = sum(layer.w.size for layer in layers.values())
     return 1 << (2 * weights + (16 << 20)).bit_length()
