@@ -16,12 +16,14 @@ import traceback
 from multiprocessing.connection import Client
 
 import cocotb
+import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, First, ReadWrite, RisingEdge, Timer
 from cocotb.utils import get_sim_time
 from cocotbext.axi import AxiLiteBus, AxiLiteMaster
 
 from llmchip.sw import regs
+from llmchip.tb.dram import LOAD_FILE
 from llmchip.tb.session import ENV_ADDRESS, ENV_KEY, ENV_SPEC
 
 CLOCK_NS = 10
@@ -38,8 +40,44 @@ class Backdoor:
     order). Partial words at the ends of a range are read, merged and written back.
     """
 
-    def __init__(self, array, beat_bytes: int):
-        self.array, self.B = array, beat_bytes
+    #: Writes of at least this many words go through the array's bulk loader.
+    BULK_WORDS = 256
+
+    def __init__(self, array, beat_bytes: int, storage=None):
+        self.array, self.B, self.storage = array, beat_bytes, storage
+
+    def _merged(self, addr: int, data: bytes) -> tuple[int, int, bytes]:
+        """The whole words covering ``data`` at ``addr``: (first, last, bytes)."""
+        B = self.B
+        first, last = addr // B, (addr + len(data) - 1) // B
+        head, tail = addr - first * B, (last + 1) * B - addr - len(data)
+        if head or tail:
+            lo = self._get(first).to_bytes(B, "little")[:head]
+            hi = self._get(last).to_bytes(B, "little")[B - tail:]
+            data = lo + data + hi
+        return first, last, data
+
+    def stage(self, addr: int, data: bytes) -> bool:
+        """Prepare a bulk write: the words go to the load file and the loader is armed; the
+        next clock edge stores them. Returns False (and does nothing) for short writes.
+
+        Each word written through its own handle leaves a cached handle behind in cocotb
+        (more than 1 KB each), which for a model's weights adds up to gigabytes.
+        """
+        if self.storage is None or len(data) < self.BULK_WORDS * self.B:
+            return False
+        first, last, data = self._merged(addr, data)
+        words = np.frombuffer(data, dtype=np.uint8).reshape(-1, self.B)[:, ::-1]
+        digits = np.frombuffer(words.tobytes().hex().encode(), dtype=np.uint8)
+        lines = np.empty((len(words), 2 * self.B + 1), dtype=np.uint8)
+        lines[:, :-1] = digits.reshape(len(words), 2 * self.B)
+        lines[:, -1] = ord("\n")
+        with open(LOAD_FILE, "wb") as f:
+            f.write(lines.tobytes())
+        self.storage.load_first.value = first
+        self.storage.load_last.value = last
+        self.storage.load.value = 1
+        return True
 
     def _get(self, word: int) -> int:
         return int(self.array[word].value)
@@ -52,12 +90,7 @@ class Backdoor:
 
     def write(self, addr: int, data: bytes) -> None:
         B = self.B
-        first, last = addr // B, (addr + len(data) - 1) // B
-        head, tail = addr - first * B, (last + 1) * B - addr - len(data)
-        if head or tail:
-            lo = self._get(first).to_bytes(B, "little")[:head]
-            hi = self._get(last).to_bytes(B, "little")[B - tail:]
-            data = lo + data + hi
+        first, last, data = self._merged(addr, data)
         for k, i in enumerate(range(first, last + 1)):
             self.array[i].value = int.from_bytes(data[k * B:(k + 1) * B], "little")
 
@@ -125,7 +158,7 @@ async def serve(dut):
     await ClockCycles(dut.clk, 4)
     dut.rst.value = 0
     await ClockCycles(dut.clk, 2)
-    dram = Backdoor(dut.dram.storage.mem, spec["bus_bytes"])
+    dram = Backdoor(dut.dram.storage.mem, spec["bus_bytes"], dut.dram.storage)
     conn.send(("ok", {"sim_ns": get_sim_time("ns")}))
     with conn:
         while True:
@@ -142,7 +175,13 @@ async def serve(dut):
                 if op == "write":
                     # Writes made in the ReadWrite phase take effect at once.
                     await ReadWrite()
-                    dram.write(request[1], request[2])
+                    if dram.stage(request[1], request[2]):
+                        await RisingEdge(dut.clk)          # the loader reads the file
+                        await ReadWrite()
+                        if int(dut.dram.storage.load.value):
+                            raise RuntimeError("the DRAM bulk loader did not run")
+                    else:
+                        dram.write(request[1], request[2])
                     await RisingEdge(dut.clk)
                     reply = ("ok", None)
                 elif op == "read":

@@ -34,7 +34,7 @@ from llmchip.rtl.csr import ADDR_WIDTH as CSR_ADDR_WIDTH
 from llmchip.rtl.generate import component_ports
 from llmchip.rtl.pe import _rejected
 
-__all__ = ["SimDram", "System", "MEMORY_NAME", "STORAGE_MODULE", "STORAGE_VERILOG",
+__all__ = ["SimDram", "System", "MEMORY_NAME", "STORAGE_MODULE", "STORAGE_VERILOG", "LOAD_FILE",
            "SYSTEM_MODULE", "SYSTEM_PUBLIC_VLT", "system_verilog"]
 
 #: Instance name of the word array inside SimDram.
@@ -52,7 +52,11 @@ SYSTEM_MODULE = "llmchip_system"
 SYSTEM_PUBLIC_VLT = f"""`verilator_config
 public_flat_rw -module "{SYSTEM_MODULE}" -var "*"
 public_flat_rw -module "{STORAGE_MODULE}" -var "mem"
+public_flat_rw -module "{STORAGE_MODULE}" -var "load*"
 """
+
+#: File the session's bulk DRAM writes go through (see STORAGE_VERILOG).
+LOAD_FILE = "llmchip_dram_load.hex"
 
 #: The word array as hand-written Verilog. Amaranth writes a memory's initial contents
 #: out word by word, and the time to do so grows faster than linearly (a 1 MiB memory
@@ -78,14 +82,27 @@ module {STORAGE_MODULE} #(parameter WIDTH = 128, parameter WORDS = 16, parameter
       assign mask[8 * lane +: 8] = {{8{{wr_en[lane]}}}};
     end
   endgenerate
+  // Bulk load for the host: it writes words to {LOAD_FILE} (in the simulator's working
+  // folder), sets load_first and load_last and raises load; the next clock edge reads the
+  // file into mem[load_first..load_last].
+  reg load;
+  reg [ABITS-1:0] load_first;
+  reg [ABITS-1:0] load_last;
   integer i;
   initial begin
     rd_data = {{WIDTH{{1'b0}}}};
+    load = 1'b0;
+    load_first = {{ABITS{{1'b0}}}};
+    load_last = {{ABITS{{1'b0}}}};
     for (i = 0; i < WORDS; i = i + 1) mem[i] = {{WIDTH{{1'b0}}}};
   end
   always @(posedge clk) begin
     if (rd_en) rd_data <= mem[rd_addr];
     if (|wr_en) mem[wr_addr] <= (mem[wr_addr] & ~mask) | (wr_data & mask);
+    if (load) begin
+      $readmemh("{LOAD_FILE}", mem, load_first, load_last);
+      load <= 1'b0;
+    end
   end
 endmodule
 """

@@ -96,6 +96,21 @@ def test_backdoor_roundtrip_at_odd_addresses(session, rng):
         session.read(DRAM, 1)
 
 
+def test_bulk_writes_go_through_the_loader(session, rng):
+    """Writes of 256 words or more are loaded from a file at the next clock edge: odd
+    ends merge with their neighbours, and a GEMM reads what was loaded."""
+    data = rng.bytes(50_000)
+    for addr in (0x4_0005, 0x6_0000):
+        session.write(addr - 4, b"keep")
+        session.write(addr + len(data), b"also")
+        session.write(addr, data)
+        assert session.read(addr, len(data)) == data
+        assert session.read(addr - 4, 4) == b"keep"
+        assert session.read(addr + len(data), 4) == b"also"
+    assert (session.work / "llmchip_dram_load.hex").stat().st_size > 50_000 * 2
+    test_two_gemms_back_to_back(session, rng)
+
+
 def test_decerr_beyond_dram_then_clean_run(session, rng):
     """A LOAD from just past the DRAM (inside the DMA window) gets DECERR from SimDram."""
     prog = [isa.encode("config", zero_point=0, relu=0),
