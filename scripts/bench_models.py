@@ -15,8 +15,7 @@ Every int8 matmul runs on a Device (the ``model`` backend by default: bit-exact 
 RTL, cycles from the performance model), so cycles, utilization and energy are reported
 too. ``--rtl`` adds the full-size RTL proofs on Verilator: one MiniLM encoder layer at
 128 tokens and SmolLM2 (full output layer) prefill plus two decode steps,
-each compared bit for bit with the model backend (SmolLM2 with its first
-``--rtl-smollm2-layers`` layers, default 4: the simulated DRAM must hold the weights).
+each compared bit for bit with the model backend.
 
     .venv/bin/python scripts/bench_models.py [--models minilm smollm2]
         [--schemes baseline smooth-dynamic ...] [--rtl] [--json]
@@ -112,9 +111,6 @@ def bench_rtl(cfg: AcceleratorConfig, smollm2_layers: int) -> dict:
     log(f"  bit-exact {layer['bit_exact']}, {layer['rtl_cycles']:,} cycles")
     from llmchip.sw.models.smollm2 import SmolLM2
 
-    # The device DRAM holds the int8 weights in its lower half. The in-simulator DRAM
-    # costs Verilator far more host memory than its size (a 512 MiB one was killed at
-    # 17 GB), so the layer count is chosen to fit the machine.
     dram = runner.dram_for(SmolLM2.load(n_layers=smollm2_layers).layers)
     log(f"RTL: SmolLM2, {smollm2_layers} layers and the full output layer, prefill + 2 "
         f"decode steps ({dram >> 20} MiB device DRAM)")
@@ -136,9 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cols", type=int, default=16)
     ap.add_argument("--rtl", action="store_true",
                     help="also run the full-size RTL proofs on Verilator (long)")
-    ap.add_argument("--rtl-smollm2-layers", type=int, default=4, metavar="N",
-                    help="SmolLM2 layers in the RTL decode check (default 4; all 30 need a "
-                         "device DRAM the simulator cannot hold on a 24 GB machine)")
+    ap.add_argument("--rtl-smollm2-layers", type=int, default=30, metavar="N",
+                    help="SmolLM2 layers in the RTL decode check (default: all 30, about 6 "
+                         "minutes of simulation after a 512 MiB-DRAM 16x16 build)")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     args = ap.parse_args(argv)
     cfg = AcceleratorConfig(**{**runner.DEFAULT_CONFIG, "rows": args.rows, "cols": args.cols})

@@ -66,12 +66,7 @@ def device_summary(dev, totals: dict | None = None) -> dict:
 
 
 def dram_for(layers: dict) -> int:
-    """Device DRAM for a model: the int8 weights fit in the lower half (a power of two).
-
-    Writing weights into the in-simulator DRAM costs about 32 bytes of host memory per
-    byte (cocotb keeps a handle per written word; 512 MiB of DRAM needed more than 17 GB),
-    so RTL runs of big models keep few layers.
-    """
+    """Device DRAM for a model: the int8 weights fit in the lower half (a power of two)."""
     weights = sum(layer.w.size for layer in layers.values())
     return 1 << (2 * weights + (16 << 20)).bit_length()
 
@@ -177,9 +172,9 @@ def run_smollm2(prompt: str, max_new_tokens: int = 16, *, backend: str = "model"
         from llmchip.sw.runtime import open_device
         dram_bytes = dram_bytes or dram_for(model.layers)
         if backend != "model":
-            log(f"the simulated DRAM holds {dram_bytes >> 20} MiB; Verilator needs about "
-                f"{(dram_bytes * 32) >> 30} GiB of host memory for it (fewer --layers need "
-                f"less)")
+            log(f"the simulated DRAM holds {dram_bytes >> 20} MiB (a new size builds a new "
+                f"simulator); a decoded token of the full model takes about 9 million "
+                f"cycles, 2 minutes in Verilator")
         device = open_device(config or AcceleratorConfig(**DEFAULT_CONFIG), backend,
                              dram_bytes=dram_bytes)
     try:
