@@ -8,6 +8,7 @@ exits with status 1.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
@@ -19,6 +20,9 @@ from . import __version__
 from .config import DATAFLOWS, AcceleratorConfig
 
 __all__ = ["main"]
+
+#: Subcommands implemented in ``llmchip/cli_<name>.py``.
+_MODULE_COMMANDS: tuple[str, ...] = ()
 
 _DATAFLOW_NAMES = {"ws": "weight-stationary", "os": "output-stationary"}
 
@@ -543,6 +547,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write nothing; exit 1 if a generated file is out of date")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.set_defaults(func=cmd_docs)
+
+    # Subcommands kept in their own modules: each has add_parser(sub).
+    for name in _MODULE_COMMANDS:
+        importlib.import_module(f"{__package__}.cli_{name}").add_parser(sub)
     return parser
 
 
