@@ -13,7 +13,7 @@ program right away.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, ResetInserter, Signal
+from amaranth.hdl import EnableInserter, Module, Mux, ResetInserter, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
@@ -23,6 +23,7 @@ from llmchip.sw import regs
 
 from .accumulator import Accumulator
 from .axi import axi4_signature, axi4lite_signature
+from .clock_enable import AxiEnableBridge
 from .cmdproc import CommandProcessor
 from .csr import ADDR_WIDTH, CsrBlock
 from .dma import AxiDma
@@ -155,9 +156,12 @@ class Accelerator(wiring.Component):
         cfg = self.config
         B = cfg.bus_bytes
         unit_rst = Signal()
+        # The core (every unit, the memories, the dependency tokens) runs in the cycles
+        # `en` is high; the CSRs, the counters of real time and the bus bridge always run.
+        en = self._core_enable(m)
 
         def unit(name, block):
-            m.submodules[name] = ResetInserter(unit_rst)(block)
+            m.submodules[name] = EnableInserter(en)(ResetInserter(unit_rst)(block))
             return block
 
         csr = CsrBlock(csr_constants(cfg))
@@ -167,7 +171,10 @@ class Accelerator(wiring.Component):
 
         dma = unit("dma", AxiDma(ADDR_BITS, cfg.bus_bits, 1,
                                  max_outstanding=cfg.dma_outstanding))
-        wiring.connect(m, wiring.flipped(self.bus), dma.bus)
+        m.submodules.bus_bridge = bridge = AxiEnableBridge(ADDR_BITS, cfg.bus_bits, 1)
+        wiring.connect(m, dma.bus, bridge.core)
+        wiring.connect(m, wiring.flipped(self.bus), bridge.bus)
+        m.d.comb += bridge.en.eq(en)
         cp = unit("cmdproc", CommandProcessor(B, ADDR_BITS))
         lu = unit("load", LoadUnit(cfg, cfg.sp_rows, cfg.acc_rows, cfg.param_rows, B,
                                    ADDR_BITS))
@@ -232,7 +239,8 @@ class Accelerator(wiring.Component):
         # units: tokens pushed by a stopped program must not release the next one's work.
         def tokens(name, push, pop):
             count = Signal(8, name=name)
-            m.d.sync += count.eq(Mux(unit_rst, 0, count + push - pop))
+            with m.If(en):
+                m.d.sync += count.eq(Mux(unit_rst, 0, count + push - pop))
             return count != 0
 
         m.d.comb += [
@@ -243,16 +251,17 @@ class Accelerator(wiring.Component):
         ]
 
         # Control and status.
+        # The CSRs' pulses wait for the core's next enabled cycle.
         doorbell = Signal()
-        m.d.sync += doorbell.eq(csr.ctrl_start | csr.iq_tail_written)
+        m.d.sync += doorbell.eq(csr.ctrl_start | csr.iq_tail_written | (doorbell & ~en))
         m.d.comb += [
             cp.iq_base.eq(csr.iq_base), cp.iq_size.eq(csr.iq_size), cp.iq_tail.eq(csr.iq_tail),
             # A write to IQ_TAIL is the doorbell; it takes effect once the value is stored.
             cp.doorbell.eq(doorbell),
             csr.iq_head.eq(cp.iq_head),
             csr.error_info.eq(cp.error_info),
-            csr.irq_status_set.eq(Mux(cp.irq_done, regs.IRQ_DONE, 0)
-                                  | Mux(cp.irq_error, regs.IRQ_ERROR, 0)),
+            csr.irq_status_set.eq(Mux(en & cp.irq_done, regs.IRQ_DONE, 0)
+                                  | Mux(en & cp.irq_error, regs.IRQ_ERROR, 0)),
         ]
         all_idle = Signal()
         m.d.comb += all_idle.eq(~cp.busy & ~lu.busy & ~eu.busy & ~su.busy & dma.idle)
@@ -261,7 +270,7 @@ class Accelerator(wiring.Component):
         with m.If(csr.ctrl_soft_reset):
             m.d.sync += resetting.eq(1)
         m.d.comb += dma.abort_req.eq(resetting)
-        with m.If(resetting & dma.idle):
+        with m.If(resetting & dma.idle & en):
             m.d.comb += unit_rst.eq(1)
             m.d.sync += resetting.eq(0)
 
@@ -275,13 +284,14 @@ class Accelerator(wiring.Component):
                 m.d.sync += value.eq(0)
             with m.Else():
                 m.d.sync += value.eq(value + inc)
+        # Cycles and busy cycles are real time; the events happen only in enabled cycles.
         counter("perf_cycles", 1)
         counter("perf_busy", cp.busy)
-        counter("perf_array_busy", eu.array_busy)
-        counter("perf_stall_weights", eu.stall_weights)
-        counter("perf_stall_operand", eu.stall_operand)
-        counter("perf_stall_token", eu.stall_token)
-        counter("perf_macs", Mux(eu.array_busy, macs_per_row, 0))
+        counter("perf_array_busy", en & eu.array_busy)
+        counter("perf_stall_weights", en & eu.stall_weights)
+        counter("perf_stall_operand", en & eu.stall_operand)
+        counter("perf_stall_token", en & eu.stall_token)
+        counter("perf_macs", Mux(en & eu.array_busy, macs_per_row, 0))
         # The DMA's byte counts are 32-bit and wrap; accumulate their increments in 64 bits
         # (both restart from zero on a soft reset).
         for port, count in (("perf_dma_rd_bytes", dma.bytes_read),
@@ -292,3 +302,8 @@ class Accelerator(wiring.Component):
             m.d.sync += prev.eq(Mux(unit_rst, 0, count))
             counter(port, delta)
         return m
+
+    def _core_enable(self, m: Module):
+        """Return the core's clock enable for this cycle (high in every cycle for now)."""
+        en = Signal(init=1, name="core_en")
+        return en
