@@ -12,10 +12,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["AcceleratorConfig", "DATAFLOWS", "BUS_BITS", "PARAMS_SCHEMA_VERSION", "check_int"]
+__all__ = ["AcceleratorConfig", "DATAFLOWS", "MULTS", "PIPELINES", "BUS_BITS",
+           "PARAMS_SCHEMA_VERSION", "check_int"]
 
 #: Supported dataflows: weight-stationary and output-stationary.
 DATAFLOWS = ("ws", "os")
+
+#: How the PEs' multiplies are built: left to the synthesizer (``auto``: an FPGA flow picks
+#: ``dsp`` or ``hybrid`` for its part), hard multipliers, logic, a mix, or two per multiplier.
+MULTS = ("auto", "dsp", "lut", "hybrid", "packed")
+
+#: PE pipelining options: registered products (``mult``), accumulation split in two
+#: halves one cycle apart (``acc``), or both. Each stage adds one cycle to ``latency``.
+PIPELINES = ("none", "mult", "acc", "mult+acc")
 
 #: Bumped whenever a field of ``params.json`` is added or changes meaning (2: ``dma_outstanding``),
 #: so a sidecar never reads back as a config other than the one it describes.
@@ -79,6 +88,28 @@ class AcceleratorConfig:
         A row of at most one beat is one burst, so such rows stream at one beat per cycle
         only while this many bursts cover the memory's round trip. The DMA's read buffer
         holds ``16 * dma_outstanding`` beats (room for that many bursts of up to 16 beats).
+    mult : {"auto", "dsp", "lut", "hybrid", "packed"}
+        How each PE multiplies. ``"dsp"`` and ``"auto"`` write a plain product that the
+        synthesizer maps to a hard multiplier (an FPGA flow resolves ``"auto"`` to ``"dsp"``
+        or ``"hybrid"`` for its part); ``"lut"`` builds every product from logic (radix-4
+        Booth); ``"hybrid"`` puts the first ``dsp_pes`` PEs (row-major) on hard multipliers
+        and the rest on logic; ``"packed"`` (weight-stationary, even ``2 * in_width`` bits
+        apart) computes two adjacent columns' products with one wide multiply, which fits
+        one DSP48E1 (25x18) for int8.
+    dsp_pes : int
+        PEs on hard multipliers with ``mult="hybrid"``, 0 to ``rows * cols``; must be 0
+        otherwise.
+    pipeline : {"none", "mult", "acc", "mult+acc"}
+        PE pipelining: ``"mult"`` registers each product before the accumulate; ``"acc"``
+        (weight-stationary) splits each partial sum into two halves added one cycle apart,
+        halving the carry chain. Each stage adds one cycle to :attr:`latency`.
+    dvfs : bool
+        Include the DVFS/thermal controller (:mod:`llmchip.sw.dvfs`): its registers at
+        0x200-0x2FC, the sensor, regulator and PLL ports, and a clock enable that runs the
+        core at the applied operating point's share of the top frequency. Off by default.
+    dvfs_tick_cycles : int
+        Clock cycles per controller tick (the unit of its timing registers), 1 to 65535;
+        800 makes a tick 1 us at the top point's 800 MHz.
 
     Raises
     ------
@@ -99,6 +130,11 @@ class AcceleratorConfig:
     param_rows: int = 64
     bus_bits: int = 128
     dma_outstanding: int = 16
+    mult: str = "auto"
+    dsp_pes: int = 0
+    pipeline: str = "none"
+    dvfs: bool = False
+    dvfs_tick_cycles: int = 800
 
     def __post_init__(self) -> None:
         check_int("rows", self.rows, 1, MAX_DIM)
@@ -125,6 +161,20 @@ class AcceleratorConfig:
             raise ValueError(f"bus_bits must be one of {', '.join(map(str, BUS_BITS))}, "
                              f"not {self.bus_bits!r}")
         check_int("dma_outstanding", self.dma_outstanding, 1, 64)
+        for name, choices in (("mult", MULTS), ("pipeline", PIPELINES)):
+            value = getattr(self, name)
+            if not isinstance(value, str):
+                raise TypeError(f"{name} must be a str, not {type(value).__name__} {value!r}")
+            if value not in choices:
+                raise ValueError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+        check_int("dsp_pes", self.dsp_pes, 0, self.pes if self.mult == "hybrid" else 0)
+        if not isinstance(self.dvfs, bool):
+            raise TypeError(f"dvfs must be a bool, not {type(self.dvfs).__name__} "
+                            f"{self.dvfs!r}")
+        check_int("dvfs_tick_cycles", self.dvfs_tick_cycles, 1, 65535)
+        if self.dataflow == "os" and (self.mult == "packed" or "acc" in self.pipeline):
+            option = "mult='packed'" if self.mult == "packed" else f"pipeline={self.pipeline!r}"
+            raise ValueError(f"{option} needs the weight-stationary dataflow, not 'os'")
 
     # -- derived values -------------------------------------------------------------
 
@@ -145,9 +195,15 @@ class AcceleratorConfig:
         Weight-stationary: an activation row accepted in cycle ``t`` gives its output
         row in cycle ``t + rows + cols``. Output-stationary: the last ``k`` beat of a tile
         accepted in cycle ``t`` gives output row 0 of that tile in cycle
-        ``t + rows + cols`` (row ``i`` in cycle ``t + rows + cols + i``).
+        ``t + rows + cols`` (row ``i`` in cycle ``t + rows + cols + i``). Each
+        :attr:`pipeline` stage adds one cycle.
         """
-        return self.rows + self.cols
+        return self.rows + self.cols + self.pipe_stages
+
+    @property
+    def pipe_stages(self) -> int:
+        """Extra PE pipeline stages selected by :attr:`pipeline` (0 to 2)."""
+        return 0 if self.pipeline == "none" else len(self.pipeline.split("+"))
 
     @property
     def tile_interval(self) -> int:

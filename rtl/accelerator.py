@@ -13,7 +13,7 @@ program right away.
 
 from __future__ import annotations
 
-from amaranth.hdl import EnableInserter, Module, Mux, ResetInserter, Signal
+from amaranth.hdl import EnableInserter, Module, Mux, ResetInserter, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
@@ -28,15 +28,44 @@ from .cmdproc import CommandProcessor
 from .csr import ADDR_WIDTH, CsrBlock
 from .dma import AxiDma
 from .dma_if import dma_cmd_layout, dma_data_layout, dma_done_layout
+from .dvfs import DvfsController
 from .execute import ExecuteUnit
 from .load import LoadUnit
 from .pe import _rejected
 from .scratchpad import Scratchpad
 from .store import StoreUnit
 
-__all__ = ["Accelerator", "ReadArbiter", "csr_constants"]
+__all__ = ["Accelerator", "ReadArbiter", "csr_constants", "dvfs_params", "dvfs_signature",
+           "DVFS_WINDOW"]
 
 ADDR_BITS = 32
+
+#: CSR byte offsets served by the DVFS controller.
+DVFS_WINDOW = (regs.DVFS_BASE, regs.DVFS_BASE + 0x100)
+
+
+def dvfs_params(cfg: AcceleratorConfig):
+    """Return the :class:`~llmchip.sw.dvfs.DvfsParams` of ``cfg``'s DVFS controller.
+
+    The accelerator starts under the ``performance`` governor with the stuck-sensor check
+    off, so it runs at the top operating point until software picks a policy.
+    """
+    from llmchip.sw.dvfs import DvfsParams, Governor
+    return DvfsParams(tick_cycles=cfg.dvfs_tick_cycles, governor=Governor.PERFORMANCE,
+                      stuck_samples=0)
+
+
+def dvfs_signature(cfg: AcceleratorConfig) -> wiring.Signature:
+    """Return the signature of the accelerator's ``dvfs`` port (platform side of the
+    controller: sensor, PROCHOT, voltage regulator, PLL), as the accelerator sees it."""
+    from llmchip.sw.dvfs import TEMP_BITS
+    iw = max(1, (len(dvfs_params(cfg).opps) - 1).bit_length())
+    return wiring.Signature({
+        "temp_mc": In(signed(TEMP_BITS)), "temp_valid": In(1), "prochot_i": In(1),
+        "v_ack": In(1), "pll_lock": In(1),
+        "v_req_mv": Out(12), "v_req_valid": Out(1), "f_index": Out(iw), "tick": Out(1),
+        "prochot_o": Out(1), "thermtrip": Out(1),
+    })
 
 
 def csr_constants(cfg: AcceleratorConfig) -> dict[str, int]:
@@ -145,29 +174,35 @@ class Accelerator(wiring.Component):
                     f"the accelerator needs {name} = {want!r}, not {getattr(config, name)!r} "
                     f"(the bare array supports other values)"))
         self.config = config
-        super().__init__({
+        members = {
             "bus": Out(axi4_signature(ADDR_BITS, config.bus_bits, 1)),
             "csr": Out(axi4lite_signature(ADDR_WIDTH, 32)),
             "irq": Out(1),
-        })
+        }
+        if config.dvfs:
+            members["dvfs"] = Out(dvfs_signature(config))
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
         cfg = self.config
         B = cfg.bus_bytes
         unit_rst = Signal()
+        csr = CsrBlock(csr_constants(cfg), window=DVFS_WINDOW if cfg.dvfs else None)
+        m.submodules.csr = csr
+        wiring.connect(m, wiring.flipped(self.csr), csr.bus)
+        m.d.comb += self.irq.eq(csr.irq)
         # The core (every unit, the memories, the dependency tokens) runs in the cycles
-        # `en` is high; the CSRs, the counters of real time and the bus bridge always run.
-        en = self._core_enable(m)
+        # `en` is high; the CSRs, the DVFS controller, the counters of real time and the
+        # bus bridge always run.
+        en = Signal(init=1, name="core_en")
+        if cfg.dvfs:
+            dvfs = self._dvfs(m, csr)
+            m.d.comb += en.eq(dvfs.clk_en)
 
         def unit(name, block):
             m.submodules[name] = EnableInserter(en)(ResetInserter(unit_rst)(block))
             return block
-
-        csr = CsrBlock(csr_constants(cfg))
-        m.submodules.csr = csr
-        wiring.connect(m, wiring.flipped(self.csr), csr.bus)
-        m.d.comb += self.irq.eq(csr.irq)
 
         dma = unit("dma", AxiDma(ADDR_BITS, cfg.bus_bits, 1,
                                  max_outstanding=cfg.dma_outstanding))
@@ -261,7 +296,8 @@ class Accelerator(wiring.Component):
             csr.iq_head.eq(cp.iq_head),
             csr.error_info.eq(cp.error_info),
             csr.irq_status_set.eq(Mux(en & cp.irq_done, regs.IRQ_DONE, 0)
-                                  | Mux(en & cp.irq_error, regs.IRQ_ERROR, 0)),
+                                  | Mux(en & cp.irq_error, regs.IRQ_ERROR, 0)
+                                  | (Mux(dvfs.irq, regs.IRQ_DVFS, 0) if cfg.dvfs else 0)),
         ]
         all_idle = Signal()
         m.d.comb += all_idle.eq(~cp.busy & ~lu.busy & ~eu.busy & ~su.busy & dma.idle)
@@ -301,9 +337,31 @@ class Accelerator(wiring.Component):
             m.d.comb += delta.eq(Mux(unit_rst, 0, count - prev))
             m.d.sync += prev.eq(Mux(unit_rst, 0, count))
             counter(port, delta)
+
+        if cfg.dvfs:
+            # Utilization windows for the governors: core cycles, and those in which the
+            # array took a row or the DMA had work. Both restart at each control sample.
+            width = len(dvfs.busy)
+            busy_n, total_n = Signal(width, name="util_busy"), Signal(width, name="util_total")
+            work = en & (eu.array_busy | ~dma.idle)
+            m.d.comb += [dvfs.busy.eq(busy_n), dvfs.total.eq(total_n)]
+            m.d.sync += [busy_n.eq(Mux(dvfs.sample, 0, busy_n) + work),
+                         total_n.eq(Mux(dvfs.sample, 0, total_n) + en)]
         return m
 
-    def _core_enable(self, m: Module):
-        """Return the core's clock enable for this cycle (high in every cycle for now)."""
-        en = Signal(init=1, name="core_en")
-        return en
+    def _dvfs(self, m: Module, csr: CsrBlock) -> DvfsController:
+        """Add the DVFS controller: CSR window, platform port; return it."""
+        m.submodules.dvfs = dvfs = DvfsController(dvfs_params(self.config))
+        port = self.dvfs
+        m.d.comb += [
+            dvfs.csr_addr.eq(csr.ext_addr), dvfs.csr_wdata.eq(csr.ext_wdata),
+            dvfs.csr_we.eq(csr.ext_we), dvfs.csr_re.eq(csr.ext_re),
+            csr.ext_rdata.eq(dvfs.csr_rdata),
+            dvfs.temp_mc.eq(port.temp_mc), dvfs.temp_valid.eq(port.temp_valid),
+            dvfs.prochot_i.eq(port.prochot_i), dvfs.v_ack.eq(port.v_ack),
+            dvfs.pll_lock.eq(port.pll_lock),
+            port.v_req_mv.eq(dvfs.v_req_mv), port.v_req_valid.eq(dvfs.v_req_valid),
+            port.f_index.eq(dvfs.f_index), port.tick.eq(dvfs.tick),
+            port.prochot_o.eq(dvfs.prochot_o), port.thermtrip.eq(dvfs.thermtrip),
+        ]
+        return dvfs

@@ -14,6 +14,11 @@ Ports follow each register's access type in :data:`llmchip.sw.regs.REGISTERS`:
 
 Accesses to unmapped offsets complete with SLVERR (reads return 0); writes to read-only
 registers are ignored with OKAY. One transaction per direction is in flight at a time.
+
+Registers inside an optional *window* of offsets belong to another block (the DVFS
+controller): they get no storage here; accesses to them go out on ``ext_*`` (word offset
+from the window's start, a write strobe, a read strobe whose data comes back on
+``ext_rdata`` one cycle later).
 """
 
 from __future__ import annotations
@@ -37,13 +42,17 @@ def _port(name: str) -> str:
     return name.lower()
 
 
-def _pairs():
-    """Counter pairs: base name -> (lo register, hi register)."""
+def _pairs(window=None):
+    """Counter pairs outside ``window``: base name -> (lo register, hi register)."""
     out = {}
     for r in regs.REGISTERS:
-        if r.name.endswith("_LO"):
+        if r.name.endswith("_LO") and not _inside(r, window):
             out[r.name[:-3]] = (r, regs.by_name(r.name[:-3] + "_HI"))
     return out
+
+
+def _inside(reg, window) -> bool:
+    return window is not None and window[0] <= reg.offset < window[1]
 
 
 class CsrBlock(wiring.Component):
@@ -54,14 +63,25 @@ class CsrBlock(wiring.Component):
     constants : dict of str to int
         Values of the read-only registers that are fixed at generation time (``ID``,
         ``VERSION``, ``CFG_*``). Every other read-only register becomes an input.
+    window : (int, int), optional
+        Byte offsets ``[start, end)`` of registers served by another block through the
+        ``ext_*`` ports (an aligned power-of-two range).
 
     Raises
     ------
     ValueError
-        If a constant names an unknown or writable register or does not fit in 32 bits.
+        If a constant names an unknown or writable register or does not fit in 32 bits,
+        or the window is not an aligned power-of-two range.
     """
 
-    def __init__(self, constants: dict[str, int]):
+    def __init__(self, constants: dict[str, int], window: tuple[int, int] | None = None):
+        if window is not None:
+            start, end = window
+            size = end - start
+            if size < 8 or size & (size - 1) or start % size:
+                raise _rejected(self, ValueError(
+                    f"window must be an aligned power-of-two range, not {window!r}"))
+        self.window = window
         for name, value in constants.items():
             try:
                 reg = regs.by_name(name)
@@ -73,12 +93,16 @@ class CsrBlock(wiring.Component):
                 raise _rejected(self, ValueError(f"{name} must fit in 32 bits, not {value}"))
         self.constants = dict(constants)
         members = {"bus": Out(axi4lite_signature(ADDR_WIDTH, 32)), "irq": Out(1)}
-        pairs = _pairs()
+        if window is not None:
+            members.update({"ext_addr": Out((window[1] - window[0]).bit_length() - 3),
+                            "ext_wdata": Out(32), "ext_we": Out(1), "ext_re": Out(1),
+                            "ext_rdata": In(32)})
+        pairs = _pairs(window)
         paired = {r.name for lo, hi in pairs.values() for r in (lo, hi)}
         for base in pairs:
             members[_port(base)] = In(64)
         for r in regs.REGISTERS:
-            if r.name in paired or r.name in constants:
+            if r.name in paired or r.name in constants or _inside(r, window):
                 continue
             if r.access is regs.Access.RW:
                 members[_port(r.name)] = Out(32, init=r.reset)
@@ -96,7 +120,9 @@ class CsrBlock(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         bus = self.bus
-        pairs = _pairs()
+        window = self.window
+        own = [r for r in regs.REGISTERS if not _inside(r, window)]
+        pairs = _pairs(window)
         hi_latch = {base: Signal(32, name=f"{_port(base)}_hi_latch") for base in pairs}
 
         # -- writes: wait for address and data, apply, respond ---------------------------
@@ -114,12 +140,12 @@ class CsrBlock(wiring.Component):
             m.d.sync += b_pending.eq(0)
         waddr = bus.awaddr[2:ADDR_WIDTH]
         wdata = bus.wdata
-        for r in regs.REGISTERS:
+        for r in own:
             if r.access is regs.Access.W1P:
                 for f in r.fields:
                     m.d.comb += getattr(self, f"{_port(r.name)}_{f.name}").eq(
                         w_take & (waddr == r.offset >> 2) & wdata[f.lsb])
-        for r in regs.REGISTERS:
+        for r in own:
             if r.access is regs.Access.RW1C:
                 value = getattr(self, _port(r.name))
                 setting = getattr(self, f"{_port(r.name)}_set")
@@ -139,7 +165,7 @@ class CsrBlock(wiring.Component):
         with m.If(w_take):
             m.d.sync += [b_pending.eq(1),
                          b_resp.eq(Mux(w_hit, AxiResp.OKAY, AxiResp.SLVERR))]
-        for r in regs.REGISTERS:
+        for r in own:
             if r.access is regs.Access.RW:
                 hit = w_take & (waddr == r.offset >> 2)
                 m.d.comb += getattr(self, f"{_port(r.name)}_written").eq(hit)
@@ -149,8 +175,18 @@ class CsrBlock(wiring.Component):
         # -- reads: register the value, hold it until taken ------------------------------
         r_pending = Signal()
         r_take = Signal()
+        raddr = bus.araddr[2:ADDR_WIDTH]
+        r_ok = 1
+        if window is not None:
+            # Window accesses share the ext_* port: a read waits for its answer, and while
+            # a write to the window goes out.
+            bits = len(self.ext_addr)
+            ext_w, ext_r, ext_wait = Signal(), Signal(), Signal()
+            m.d.comb += [ext_w.eq(w_take & (waddr[bits:] == window[0] >> (bits + 2))),
+                         ext_r.eq(raddr[bits:] == window[0] >> (bits + 2))]
+            r_ok = ~ext_wait & ~(ext_r & ext_w)
         m.d.comb += [
-            r_take.eq(bus.arvalid & ~r_pending),
+            r_take.eq(bus.arvalid & ~r_pending & r_ok),
             bus.arready.eq(r_take),
             bus.rvalid.eq(r_pending),
         ]
@@ -158,11 +194,30 @@ class CsrBlock(wiring.Component):
         m.d.comb += [bus.rdata.eq(rdata), bus.rresp.eq(rresp)]
         with m.If(bus.rvalid & bus.rready):
             m.d.sync += r_pending.eq(0)
-        raddr = bus.araddr[2:ADDR_WIDTH]
-        with m.If(r_take):
+        r_own = r_take
+        if window is not None:
+            ext_regs = [r.offset >> 2 for r in regs.REGISTERS if _inside(r, window)]
+            w_ext_hit, r_ext_hit = Signal(), Signal()
+            for hit, addr in ((w_ext_hit, waddr), (r_ext_hit, raddr)):
+                with m.Switch(addr):
+                    with m.Case(*ext_regs):
+                        m.d.comb += hit.eq(1)
+            m.d.comb += [
+                self.ext_addr.eq(Mux(ext_w, waddr, raddr)),
+                self.ext_wdata.eq(wdata),
+                self.ext_we.eq(ext_w & w_ext_hit),
+                self.ext_re.eq(r_take & ext_r & r_ext_hit),
+            ]
+            r_own = r_take & ~self.ext_re
+            # The block answers one cycle after the read strobe.
+            m.d.sync += ext_wait.eq(self.ext_re)
+            with m.If(ext_wait):
+                m.d.sync += [r_pending.eq(1), rdata.eq(self.ext_rdata),
+                             rresp.eq(AxiResp.OKAY)]
+        with m.If(r_own):
             m.d.sync += r_pending.eq(1)
             with m.Switch(raddr):
-                for r in regs.REGISTERS:
+                for r in own:
                     with m.Case(r.offset >> 2):
                         m.d.sync += rresp.eq(AxiResp.OKAY)
                         m.d.sync += rdata.eq(self._read_value(r, pairs, hi_latch))

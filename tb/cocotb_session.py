@@ -149,6 +149,11 @@ async def serve(dut):
     spec = json.loads(open(os.environ[ENV_SPEC]).read())
     conn = Client((host, int(port)), authkey=bytes.fromhex(os.environ[ENV_KEY]))
     dut.rst.value = 1
+    if hasattr(dut, "sensor_valid"):
+        # A DVFS configuration: a plausible, valid reading and no PROCHOT.
+        dut.sensor_temp_mc.value = 45_000
+        dut.sensor_valid.value = 1
+        dut.prochot.value = 0
     csr = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "csr_"), dut.clk, dut.rst)
     # Let the bus models' initial values settle before the first clock edge.
     await Timer(1, "ns")
@@ -188,6 +193,23 @@ async def serve(dut):
                     reply = ("ok", dram.read(request[1], request[2]))
                 elif op == "run":
                     reply = await _run(dut, csr, request[1])
+                elif op == "csr_write":
+                    await csr.write_dword(request[1], request[2])
+                    reply = ("ok", None)
+                elif op == "csr_read":
+                    reply = ("ok", await csr.read_dword(request[1]))
+                elif op == "sensor":
+                    temp_mc, valid, prochot = request[1:4]
+                    dut.sensor_temp_mc.value = temp_mc & ((1 << len(dut.sensor_temp_mc)) - 1)
+                    dut.sensor_valid.value = int(valid)
+                    dut.prochot.value = int(prochot)
+                    await RisingEdge(dut.clk)
+                    reply = ("ok", None)
+                elif op == "advance":
+                    await ClockCycles(dut.clk, request[1])
+                    reply = ("ok", {"irq": int(dut.irq.value),
+                                    "thermtrip": int(dut.thermtrip.value)
+                                    if hasattr(dut, "thermtrip") else 0})
                 else:
                     reply = ("error", f"unknown request {op!r}")
             except Exception:

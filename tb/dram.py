@@ -21,6 +21,7 @@ from amaranth.hdl import (
     Mux,
     ResetSignal,
     Signal,
+    signed,
     unsigned,
 )
 from amaranth.lib import data, fifo, wiring
@@ -28,7 +29,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from llmchip.config import AcceleratorConfig, check_int
-from llmchip.rtl.accelerator import ADDR_BITS, Accelerator
+from llmchip.rtl.accelerator import ADDR_BITS, Accelerator, dvfs_params
 from llmchip.rtl.axi import AxiBurst, AxiResp, axi4_signature, axi4lite_signature
 from llmchip.rtl.csr import ADDR_WIDTH as CSR_ADDR_WIDTH
 from llmchip.rtl.generate import component_ports
@@ -340,6 +341,12 @@ class System(wiring.Component):
     design leaves reset one cycle after ``rst`` falls. The DRAM's word array is
     ``dram.storage.mem`` in the Verilog hierarchy (with the default ``storage``).
 
+    With ``config.dvfs`` the DVFS controller's platform is simulated here too: an ideal
+    regulator and PLL (:class:`~llmchip.rtl.dvfs.DvfsPlatformModel`, acknowledging and
+    relocking after a few ticks), and the sensor and PROCHOT as input ports the bench
+    drives, ``sensor_temp_mc``, ``sensor_valid`` and ``prochot`` (registered once inside,
+    like the reset). ``thermtrip`` is an output.
+
     Parameters
     ----------
     config : AcceleratorConfig
@@ -371,7 +378,12 @@ class System(wiring.Component):
         except (TypeError, ValueError) as exc:
             _rejected(self.dram, exc)
             raise _rejected(self, exc) from None
-        super().__init__({"csr": Out(axi4lite_signature(CSR_ADDR_WIDTH, 32)), "irq": Out(1)})
+        members = {"csr": Out(axi4lite_signature(CSR_ADDR_WIDTH, 32)), "irq": Out(1)}
+        if config.dvfs:
+            from llmchip.sw.dvfs import TEMP_BITS
+            members.update({"sensor_temp_mc": In(signed(TEMP_BITS)), "sensor_valid": In(1),
+                            "prochot": In(1), "thermtrip": Out(1)})
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
@@ -392,6 +404,23 @@ class System(wiring.Component):
         wiring.connect(m, self.accelerator.bus, self.dram.bus)
         wiring.connect(m, wiring.flipped(self.csr), self.accelerator.csr)
         m.d.comb += self.irq.eq(self.accelerator.irq)
+        if self.config.dvfs:
+            from llmchip.rtl.dvfs import DvfsPlatformModel
+            port = self.accelerator.dvfs
+            plat = DvfsPlatformModel(dvfs_params(self.config))
+            m.submodules.dvfs_platform = DomainRenamer("core")(plat)
+            temp = Signal(signed(len(port.temp_mc)), name="sensor_temp_r")
+            valid, prochot = Signal(name="sensor_valid_r"), Signal(name="prochot_r")
+            m.d.reset_reg += [temp.eq(self.sensor_temp_mc), valid.eq(self.sensor_valid),
+                              prochot.eq(self.prochot)]
+            m.d.comb += [
+                port.temp_mc.eq(temp), port.temp_valid.eq(valid),
+                port.prochot_i.eq(prochot),
+                plat.tick.eq(port.tick), plat.v_req_mv.eq(port.v_req_mv),
+                plat.v_req_valid.eq(port.v_req_valid), plat.f_index.eq(port.f_index),
+                port.v_ack.eq(plat.v_ack), port.pll_lock.eq(plat.pll_lock),
+                self.thermtrip.eq(port.thermtrip),
+            ]
         return m
 
 

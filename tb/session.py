@@ -399,6 +399,54 @@ class RtlSession:
         result["cycles_per_s"] = result["cycles"] / max(result["wall_s"], 1e-9)
         return result
 
+    def csr_write(self, offset: int, value: int) -> None:
+        """Write a CSR over the AXI4-Lite port (simulated time passes for the transfer).
+
+        Raises
+        ------
+        TypeError, ValueError
+            If ``offset`` is not a word offset of the 4 KB register space or ``value`` is
+            not a 32-bit unsigned value.
+        """
+        check_int("offset", offset, 0, 0xFFC)
+        if offset % 4:
+            raise ValueError(f"offset must be a multiple of 4, not {offset:#x}")
+        check_int("value", value, 0, (1 << 32) - 1)
+        self._call("csr_write", "csr_write", offset, value)
+
+    def csr_read(self, offset: int) -> int:
+        """Read a CSR over the AXI4-Lite port.
+
+        Raises
+        ------
+        TypeError, ValueError
+            If ``offset`` is not a word offset of the 4 KB register space.
+        """
+        check_int("offset", offset, 0, 0xFFC)
+        if offset % 4:
+            raise ValueError(f"offset must be a multiple of 4, not {offset:#x}")
+        return self._call("csr_read", "csr_read", offset)
+
+    def set_sensor(self, temp_mc: int, valid: bool = True, prochot: bool = False) -> None:
+        """Set what the DVFS controller's temperature sensor and PROCHOT input show, from the
+        next clock edge on (configurations with ``dvfs`` only).
+
+        Raises
+        ------
+        ValueError
+            If the configuration has no DVFS controller or ``temp_mc`` does not fit the
+            sensor's 20-bit signed reading.
+        """
+        if not self.config.dvfs:
+            raise ValueError("this configuration has no DVFS controller (dvfs=False)")
+        check_int("temp_mc", temp_mc, -(1 << 19), (1 << 19) - 1)
+        self._call("sensor", "sensor", temp_mc, bool(valid), bool(prochot))
+
+    def advance(self, cycles: int) -> dict:
+        """Let ``cycles`` clock cycles pass; return the ``irq`` and ``thermtrip`` pins then."""
+        check_int("cycles", cycles, 1, 1 << 40)
+        return self._call("advance", "advance", cycles)
+
     def run_plan(self, plan: GemmPlan, *, limit_cycles: int | None = None,
                  **kwargs) -> tuple:
         """Write ``plan``'s image, run its program, and return ``(Y, result)``.
