@@ -26,9 +26,10 @@ MULTS = ("auto", "dsp", "lut", "hybrid", "packed")
 #: halves one cycle apart (``acc``), or both. Each stage adds one cycle to ``latency``.
 PIPELINES = ("none", "mult", "acc", "mult+acc")
 
-#: Bumped whenever a field of ``params.json`` is added or changes meaning (2: ``dma_outstanding``),
-#: so a sidecar never reads back as a config other than the one it describes.
-PARAMS_SCHEMA_VERSION = 2
+#: Bumped whenever a field of ``params.json`` is added or changes meaning (2: ``dma_outstanding``;
+#: 3: ``mult``, ``dsp_pes``, ``pipeline``, ``dvfs``, ``dvfs_tick_cycles``), so a sidecar never
+#: reads back as a config other than the one it describes.
+PARAMS_SCHEMA_VERSION = 3
 
 #: Data widths of the AXI4 DMA port.
 BUS_BITS = (64, 128, 256, 512)
