@@ -90,7 +90,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                                 load=args.load, seed=args.seed,
                                 poisson=args.arrivals == "poisson",
                                 sensor_us=args.sensor_us, sample_us=args.sample_us,
-                                progress=progress)
+                                t_control_c=args.t_control, progress=progress)
     except (TypeError, ValueError) as exc:
         raise _UsageError(str(exc)) from None
     finally:
@@ -236,6 +236,9 @@ def add_parser(sub) -> None:
                     help="temperature sensor period in us (default 100)")
     sp.add_argument("--sample-us", type=int, default=500, metavar="US",
                     help="controller sample period in us (default 500)")
+    sp.add_argument("--t-control", type=float, default=None, metavar="C",
+                    help="powercap: the temperature the PID holds the die at (default 80; "
+                         "the sustainable power is (t_control - ambient) / R_total)")
     sp.add_argument("--constants", type=Path, default=None, metavar="FILE",
                     help="JSON or TOML file overriding power/thermal constants")
     sp.add_argument("--plot", type=Path, default=None, metavar="PNG",

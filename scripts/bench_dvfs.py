@@ -33,7 +33,8 @@ def _median(runs: list[dict], key: str):
     return statistics.median(vals) if vals else None
 
 
-def compare(duration: float, seeds: int, ambients: tuple[float, ...], log) -> list[dict]:
+def compare(duration: float, seeds: int, ambients: tuple[float, ...], log,
+            t_control: float = 84.0) -> list[dict]:
     """Return one row per (workload, ambient, policy) with medians over the seeds."""
     rows = []
     for name, load in WORKLOADS:
@@ -44,7 +45,7 @@ def compare(duration: float, seeds: int, ambients: tuple[float, ...], log) -> li
                 for seed in range(seeds):
                     t0 = time.perf_counter()
                     s = ds.simulate(wl, policy, ambient_c=ambient, duration_s=duration,
-                                    load=load, seed=seed).summary
+                                    load=load, seed=seed, t_control_c=t_control).summary
                     runs.append(s)
                     log(f"{name} {ambient:g} C {policy} seed {seed}: "
                         f"{time.perf_counter() - t0:.1f} s")
@@ -95,13 +96,17 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=3, help="arrival seeds (default 3)")
     ap.add_argument("--ambients", type=float, nargs="+", default=[45.0, 80.0],
                     help="ambient temperatures in C (default 45 80)")
+    ap.add_argument("--t-control", type=float, default=84.0, metavar="C",
+                    help="powercap's control temperature (default 84: just below the "
+                         "85 C passive trip, so the PID acts before the step-wise cap)")
     ap.add_argument("--json", action="store_true", help="print one JSON document")
     args = ap.parse_args(argv)
     log = (lambda s: None) if args.json else (lambda s: print(s, file=sys.stderr))
     t0 = time.perf_counter()
-    rows = compare(args.duration, args.seeds, tuple(args.ambients), log)
+    rows = compare(args.duration, args.seeds, tuple(args.ambients), log, args.t_control)
     over = overshoot(log)
-    doc = {"duration_s": args.duration, "seeds": args.seeds, "rows": rows,
+    doc = {"duration_s": args.duration, "seeds": args.seeds, "t_control_c": args.t_control,
+           "rows": rows,
            "overshoot": over, "wall_s": time.perf_counter() - t0}
     if args.json:
         print(json.dumps(doc, indent=2))

@@ -476,7 +476,7 @@ def simulate(wl: Workload, policy: str = "ondemand", *, ambient_c: float | None 
              poisson: bool = True, seed: int = 0, sensor_us: int = 100,
              sample_us: int = 500, die_c: float | None = None, sink_c: float | None = None,
              max_time_s: float | None = None, record_points: int = 4000,
-             v_delay: int = 5, lock_delay: int = 5,
+             v_delay: int = 5, lock_delay: int = 5, t_control_c: float | None = None,
              progress: Callable[[float], object] | None = None) -> SimResult:
     """Run the controller, the power model and the thermal plant over a serving loop.
 
@@ -503,6 +503,9 @@ def simulate(wl: Workload, policy: str = "ondemand", *, ambient_c: float | None 
         controller cycle is 1 us).
     die_c, sink_c : float, optional
         Initial temperatures (default ambient).
+    t_control_c : float, optional
+        The power cap's control temperature in C (default the controller's 80 C); the
+        sustainable power follows it. Ignored when ``params`` is given.
     progress : callable, optional
         Called with the fraction of ``duration_s`` simulated, now and then.
 
@@ -521,7 +524,13 @@ def simulate(wl: Workload, policy: str = "ondemand", *, ambient_c: float | None 
             raise ValueError(f"ambient must be between -40 and 150 C, not {ambient_c!r}")
         c = c.replace(ambient_c=float(ambient_c))
     cfg = wl.config
-    p = params or policy_params(policy, cfg, c, sample_us=sample_us)
+    extra = {}
+    if t_control_c is not None:
+        if isinstance(t_control_c, bool) or not isinstance(t_control_c, int | float) \
+                or not math.isfinite(t_control_c) or not 0 <= t_control_c <= 150:
+            raise ValueError(f"t_control must be between 0 and 150 C, not {t_control_c!r}")
+        extra["t_control"] = round(t_control_c * 1000)
+    p = params or policy_params(policy, cfg, c, sample_us=sample_us, **extra)
     if p.tick_cycles != 1:
         raise ValueError(f"the closed loop runs the controller at one cycle per us: "
                          f"tick_cycles must be 1, not {p.tick_cycles}")
