@@ -282,8 +282,11 @@ class DvfsController(wiring.Component):
         chain = Mux(fault, Reason.SENSOR_FAULT, chain)
         chain = Mux(tripped, Reason.CRITICAL, chain)
         m.d.comb += reason_c.eq(chain)
-        with m.If((arb < target) | ((arb > target) & (ph == APPLY_PHASE))):
-            m.d.sync += target.eq(arb)
+        # The target at the end of this cycle (the sequencer's upward transitions follow it).
+        target_n = Signal(iw)
+        m.d.comb += target_n.eq(Mux((arb < target) | ((arb > target) & (ph == APPLY_PHASE)),
+                                    arb, target))
+        m.d.sync += target.eq(target_n)
         m.d.sync += reason.eq(reason_c)
         lim_c, lim_r = _is_limited(reason_c), _is_limited(reason)
         ev = Signal(6)
@@ -320,16 +323,25 @@ class DvfsController(wiring.Component):
                 with m.Elif(tick & (rate > 0)):
                     m.d.sync += rate.eq(rate - 1)
             with m.Case(SeqState.V_WAIT):
-                with m.If(self.v_ack):
+                with m.If(up_dir & (target_n <= f_index)):
+                    # Abort (see the model): withdraw the request; an acknowledge in this
+                    # cycle leaves the voltage raised.
+                    m.d.sync += [seq.eq(SeqState.IDLE), v_valid.eq(0)]
+                    with m.If(~self.v_ack):
+                        m.d.sync += v_idx.eq(index)
+                with m.Elif(self.v_ack):
                     m.d.sync += [v_valid.eq(0), stimer.eq(0)]
                     with m.If(up_dir):
                         m.d.sync += seq.eq(SeqState.V_SETTLE)
                     with m.Else():
                         finish()
             with m.Case(SeqState.V_SETTLE):
-                with m.If(stimer >= v_settle):
-                    m.d.sync += [f_index.eq(goal), gate.eq(1), seq.eq(SeqState.F_WAIT),
-                                 stimer.eq(0), seen.eq(0)]
+                rise_to = _min(goal, target_n)
+                with m.If(target_n <= f_index):
+                    m.d.sync += seq.eq(SeqState.IDLE)  # abort; the raised voltage stays
+                with m.Elif(stimer >= v_settle):
+                    m.d.sync += [f_index.eq(rise_to), goal.eq(rise_to), gate.eq(1),
+                                 seq.eq(SeqState.F_WAIT), stimer.eq(0), seen.eq(0)]
                 with m.Elif(tick):
                     m.d.sync += stimer.eq(_sat_inc(stimer, _TMAX))
             with m.Case(SeqState.F_WAIT):

@@ -37,7 +37,6 @@ Properties (``prop``):
     The frequency in effect rises only to a point at or below the caps of the cycle
     before, and never while hot, critical or sensor-faulty. (It may stay above a cap
     that just dropped until the downward transition has run; ``"sensor"`` bounds that.)
-    The current controller fails this one.
 ``"sensor"`` (7)
     A sensor invalid for more than ``sensor_timeout`` ticks, or a valid reading outside
     [sensor_min, sensor_max], puts the frequency at the lowest point within a bound
@@ -93,10 +92,9 @@ MUTATIONS = {
 }
 
 #: Induction length that closes each proof with :func:`formal_params` (measured minimum
-#: plus a margin; "sensor" needs its whole bound in the window, and "rise" a base case
-#: long enough to reach the counterexample the controller has today).
+#: plus a margin; "sensor" needs its whole bound in the window).
 PROOF_DEPTHS = {"critical": 4, "voltage": 3, "pll": 8, "sequencer": 6, "caps": 3,
-                "rise": 20, "sensor": 20, "lock": 3}
+                "rise": 3, "sensor": 20, "lock": 3}
 
 _OFFSETS = {r.name: (r.offset - regs.DVFS_BASE) >> 2 for r in dvfs_registers()}
 
@@ -123,11 +121,14 @@ def formal_params(**overrides) -> DvfsParams:
 def sensor_bound(params: DvfsParams, ack_within: int) -> int:
     """Return the cycles from the first bad sensor sample to the lowest frequency.
 
-    ``sensor_timeout + 1`` invalid ticks make the fault; at worst an upward transition
-    has just started and runs to its end (the regulator's acknowledge after up to
-    ``ack_within`` cycles, the settle time, the PLL lock timeout), then the rate limit
-    runs out and the downward transition changes the frequency. The proof shows the
-    bound holds and the ``short_bound`` mutation that one cycle less does not.
+    ``sensor_timeout + 1`` invalid ticks make the fault; at worst a downward transition
+    to a point above the lowest has just started and runs to its end (the PLL lock
+    timeout, then the regulator's acknowledge of the lower voltage after up to
+    ``ack_within`` cycles), then the rate limit runs out and the next downward
+    transition changes the frequency. (An upward transition still raising the voltage
+    is aborted at once; one that has raised the frequency only waits for the PLL.) The
+    proof shows the bound holds and the ``short_bound`` mutation that one cycle less
+    does not.
 
     Raises
     ------
@@ -136,7 +137,7 @@ def sensor_bound(params: DvfsParams, ack_within: int) -> int:
     """
     if params.tick_cycles != 1:
         raise ValueError(f"sensor_bound needs tick_cycles == 1, not {params.tick_cycles!r}")
-    in_flight = (ack_within + 1) + (params.v_settle + 1) + (params.pll_timeout + 1)
+    in_flight = (params.pll_timeout + 1) + (ack_within + 1)
     return (params.sensor_timeout + 1) + in_flight + params.rate_limit + 1
 
 
@@ -257,18 +258,22 @@ class DvfsFormal(Elaboratable):
             return
         inv(inside, "every index register inside the table")
         inv(self.cont | idle, "reset leaves the sequencer idle")
-        inv(~idle | ((f == index) & (v == index) & ~v_valid & ~gate), "idle")
+        # An aborted upward transition may leave the voltage request above the index.
+        inv(~idle | ((f == index) & (v >= index) & ~v_valid & ~gate), "idle")
         inv(~(vw & up) | ((v == goal) & (goal > index) & (f == index) & v_valid & ~gate),
             "raising the voltage")
         inv(~vs | (up & (v == goal) & (goal > index) & (f == index) & ~v_valid & ~gate
                    & (stimer <= p.v_settle)), "settling")
-        inv(~(fw & up) | ((f == goal) & (v == goal) & (goal > index) & gate & ~v_valid
+        inv(~(fw & up) | ((f == goal) & (v >= goal) & (goal > index) & gate & ~v_valid
                           & (stimer <= p.pll_timeout)), "relocking upwards")
-        inv(~(fw & ~up) | ((f == goal) & (goal < index) & (v == index) & gate & ~v_valid
+        inv(~(fw & ~up) | ((f == goal) & (goal < index) & (v >= index) & gate & ~v_valid
                            & (stimer <= p.pll_timeout)), "relocking downwards")
         inv(~(vw & ~up) | ((v == goal) & (f == goal) & (goal < index) & v_valid & ~gate),
             "lowering the voltage")
         inv(r("rate") <= p.rate_limit, "rate-limit timer")
+        # A transition starts with the timer at 0 and reloads it only as it completes, so
+        # an aborted one leaves the sequencer idle with no wait.
+        inv(idle | (r("rate") == 0), "no rate wait during a transition")
         m.d.comb += self._extra
 
     def _past(self, m, value):
@@ -506,7 +511,9 @@ class DvfsFormal(Elaboratable):
             inval, range_bad = r("inval"), r("range_bad")
             self._invariant(range_bad | (done & (inval > p.sensor_timeout))
                             | (~done & (inval == run)), "invalid-tick counter")
-            self._invariant((wait <= self.ACK_WITHIN) & (~(wait > 0) | r("v_valid")),
+            # (An aborted upward transition withdraws its request: idle, wait not yet 0.)
+            self._invariant((wait <= self.ACK_WITHIN)
+                            & (~(wait > 0) | r("v_valid") | (r("seq") == SeqState.IDLE)),
                             "regulator wait")
 
     # -- 9 -------------------------------------------------------------------------------

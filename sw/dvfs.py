@@ -12,7 +12,14 @@ and behaviour; ``rtl/dvfs.py`` implements the same machine and is checked agains
 * hot, critical and sensor-fault conditions are checked every cycle and pull the target
   down at once;
 * the sequencer moves the applied index one transition at a time (up: voltage, v_ack,
-  settle, frequency with the clock gated until PLL lock; down: frequency, lock, voltage);
+  settle, frequency with the clock gated until PLL lock; down: frequency, lock, voltage).
+  An upward transition follows the target of the current cycle (the value the target
+  register takes at its end) until the frequency rises: if that target falls to or
+  below the frequency in effect during V_WAIT or V_SETTLE, the transition is aborted
+  (frequency unchanged, the voltage may stay raised, no rate-limit reload, no
+  ``transition`` event) and the sequencer is idle in the next cycle, from where a
+  downward transition starts at once; if it falls but stays above, the frequency rises
+  only to ``min(goal, target)``;
 * the clock enable is a Bresenham pattern of ``f / fmax`` (times the modulation duty),
   gated while relocking or tripped and by the ``pll_lock`` input itself.
 
@@ -728,7 +735,13 @@ class DvfsModel:
             elif tick and s.rate > 0:
                 n.rate = s.rate - 1
         elif s.seq == SeqState.V_WAIT:
-            if i.v_ack:
+            if s.up and n.target <= s.f_index:
+                # Abort: the target fell to or below the frequency in effect. The request
+                # is withdrawn; an acknowledge in this very cycle leaves the voltage raised.
+                n.seq, n.v_valid = SeqState.IDLE, False
+                if not i.v_ack:
+                    n.v_idx = s.index
+            elif i.v_ack:
                 n.v_valid, n.stimer = False, 0
                 if s.up:
                     n.seq = SeqState.V_SETTLE
@@ -737,9 +750,12 @@ class DvfsModel:
                     n.transitions = (s.transitions + 1) & _M32
                     ev |= done
         elif s.seq == SeqState.V_SETTLE:
-            if s.stimer >= c.v_settle:
-                n.f_index, n.gate, n.seq, n.stimer, n.seen = (s.goal, True, SeqState.F_WAIT,
-                                                              0, False)
+            if n.target <= s.f_index:
+                n.seq = SeqState.IDLE  # abort; the raised voltage stays
+            elif s.stimer >= c.v_settle:
+                f = min(s.goal, n.target)
+                n.f_index, n.goal, n.gate, n.seq, n.stimer, n.seen = (
+                    f, f, True, SeqState.F_WAIT, 0, False)
             elif tick:
                 n.stimer = min(s.stimer + 1, _TIMER_MAX)
         else:

@@ -270,8 +270,10 @@ def check_properties(records: list[dict], trace, params: DvfsParams | None = Non
             assert mv_of[r["f_index"]] <= r["v_req_mv"], f"property 2: cycle {c}: {r}"
         # 3. clock only while locked.
         assert not r["clk_en"] or r["pll_lock"], f"property 3: cycle {c}"
-        # 4. one transition at a time, at least rate_limit ticks apart.
-        if c and records[c - 1]["seq"] and not r["seq"]:
+        # 4. one transition at a time, at least rate_limit ticks apart (counted from the
+        # last completed one: an aborted upward transition leaves the index and the rate
+        # timer alone).
+        if c and records[c - 1]["seq"] and not r["seq"] and records[c - 1]["index"] != r["index"]:
             last_done, ticks = c, 0
             seen["transitions"] += 1
         if c + 1 < len(records) and not r["seq"] and records[c + 1]["seq"]:
@@ -282,8 +284,10 @@ def check_properties(records: list[dict], trace, params: DvfsParams | None = Non
         if r["seq"] in (1, 2):
             # frequency is raised only after the voltage, so it still trails the index
             assert r["f_index"] <= r["index"], f"property 2: cycle {c}: {r}"
-        # 5. inside the table.
+        # 5. inside the table; the frequency rises only up to the current target.
         assert 0 <= r["index"] < p.n_opps and 0 <= r["f_index"] < p.n_opps
+        if c and r["f_index"] > records[c - 1]["f_index"]:
+            assert r["f_index"] <= r["target"], f"property 5: cycle {c}: {r}"
         # 7. sensor fault (timeout) reaches the lowest point in time.
         if inp.temp_valid:
             invalid_since = None

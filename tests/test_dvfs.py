@@ -25,7 +25,7 @@ from llmchip.sw.dvfs import (
     replay,
     write_trace,
 )
-from llmchip.tb.dvfs_replay import check_properties, model_cycles
+from llmchip.tb.dvfs_replay import check_properties, model_cycles, rtl_cycles
 
 # Small times so that every law acts within a few hundred cycles.
 FAST = dict(sample_period=10, rate_limit=2, v_settle=2, pll_timeout=20, hot_dwell=8,
@@ -521,3 +521,115 @@ def test_full_load_reaches_the_top(gov):
             break
     else:
         raise AssertionError(f"{gov.name}: not at the top after {bound} cycles")
+
+
+# -- an upward transition overtaken by a lower target ------------------------------------
+
+#: Full load at 50 C with the performance governor: the first sample starts an upward
+#: transition to the top; a long rate limit makes any wait for it visible.
+ABORT = DvfsParams(**{**FAST, "governor": Governor.PERFORMANCE, "rate_limit": 40,
+                      "v_settle": 4})
+_ROW = {"temperature_mC": 50000, "temp_valid": 1, "busy": 100, "total": 100, "prochot": 0}
+_END = 400
+_PMAX = 0x218
+
+
+def _abort_trace(prochot_at=None):
+    rows = [{"cycle": 0, **_ROW}]
+    if prochot_at is not None:
+        rows += [{"cycle": prochot_at, **_ROW, "prochot": 1},
+                 {"cycle": prochot_at + 1, **_ROW}]
+    return rows + [{"cycle": _END, **_ROW}]
+
+
+def _cycles(trace, writes=(), rtl=False):
+    run = rtl_cycles if rtl else model_cycles
+    return run(trace, ABORT, writes, v_delay=2, lock_delay=2)[0]
+
+
+def _raising(records, after=0):
+    """Return the cycles in which an event (an input, or a write that lands at the end of
+    the cycle) reaches the first upward transition starting after ``after`` while it
+    raises the voltage, and the point that transition started from.
+
+    The event is seen one cycle later (registered), so the last V_SETTLE cycle, which
+    decides the rise, is too late for it.
+    """
+    start = next(c for c in range(max(after, 1), len(records))
+                 if records[c - 1]["seq"] == SeqState.IDLE
+                 and records[c]["seq"] == SeqState.V_WAIT)
+    end = start
+    while records[end]["seq"] in (SeqState.V_WAIT, SeqState.V_SETTLE):
+        end += 1
+    assert records[end]["seq"] == SeqState.F_WAIT and records[end]["f_index"] > \
+        records[start]["index"]
+    return range(start, end - 1), records[start]["index"]
+
+
+# (case, writes before the transition, write or PROCHOT during it)
+_ABORT_CASES = [("prochot_from_0", (), "prochot"),
+                ("prochot_from_2", ((0, _PMAX, 2), (150, _PMAX, 5)), "prochot"),
+                ("pmax_drop_from_0", (), (_PMAX, 3))]
+
+
+def _abort_runs(case, rtl=False):
+    """Yield ``(cycle of the event, starting point, model records[, RTL records])`` for the
+    event in every cycle of the voltage-raising window (both states)."""
+    _, writes, event = next(c for c in _ABORT_CASES if c[0] == case)
+    window, f0 = _raising(_cycles(_abort_trace(), writes), after=max((w[0] for w in writes),
+                                                                     default=0))
+    assert len(window) >= 7, window  # both states last several cycles
+    # The RTL runs the first, a middle and the last cycle (the formal counterexample's).
+    for p in (window[0], window[len(window) // 2], window[-1]) if rtl else window:
+        if event == "prochot":
+            trace, ws = _abort_trace(p), writes
+        else:
+            trace, ws = _abort_trace(), (*writes, (p, *event))
+        want = _cycles(trace, ws)
+        yield p, f0, want, (_cycles(trace, ws, rtl=True) if rtl else None)
+
+
+@pytest.mark.parametrize("case", ["prochot_from_0", "prochot_from_2"])
+def test_prochot_while_raising_the_voltage_aborts(case):
+    """The formal counterexample: PROCHOT while an upward transition raises the voltage
+    (in V_WAIT or V_SETTLE) must not let the frequency rise; with a point above the
+    lowest in effect, the downward transition starts at once, not after the rate limit."""
+    for p, f0, rec, _ in _abort_runs(case):
+        assert f0 == (2 if case.endswith("2") else 0)
+        hot = [c for c in range(p, _END) if rec[c]["prochot_o"]]
+        assert hot[0] == p + 1 and len(hot) > 5
+        for c in range(p, _END):
+            r = rec[c]
+            assert r["f_index"] <= max(r["target"], f0), (p, c, r)
+            if r["prochot_o"]:
+                assert r["f_index"] <= (0 if c >= p + 3 else f0), (p, c, r)
+        down = next(c for c in range(p, _END) if rec[c]["f_index"] == 0)
+        assert down <= p + 3, (p, down)  # hot at p + 1, aborted, down the cycle after
+        # No transition completed in the aborted one: index unchanged until it ends.
+        assert all(rec[c]["index"] == f0 for c in range(p, down + 1))
+        check_properties(rec, _abort_trace(p), ABORT, v_delay=2, lock_delay=2)
+
+
+def test_lower_target_while_raising_the_voltage_limits_the_rise():
+    """A target that falls but stays above the frequency (DVFS_PMAX lowered to 3 during an
+    upward transition to 5) raises the frequency only to the new target."""
+    for p, f0, rec, _ in _abort_runs("pmax_drop_from_0"):
+        assert f0 == 0
+        assert max(r["f_index"] for r in rec) == 3, p
+        assert all(r["f_index"] <= r["target"] for r in rec[p:]), p
+        assert rec[-1]["index"] == rec[-1]["f_index"] == 3
+        # the voltage raised for point 5 is safe for point 3
+        assert all(ABORT.opps[r["f_index"]][1] <= r["mv"] for r in rec)
+
+
+@pytest.mark.parametrize("case", [c[0] for c in _ABORT_CASES])
+def test_aborted_transition_rtl_matches_model(case):
+    """The same traces on the RTL: every output of every cycle equals the model's."""
+    runs = 0
+    for p, _, want, got in _abort_runs(case, rtl=True):
+        assert len(got) == len(want) == _END + ABORT.sample_cycles()
+        for c, (g, w) in enumerate(zip(got, want, strict=True)):
+            assert g == w, f"event at {p}, cycle {c}: " + str(
+                {f: (g[f], w[f]) for f in g if g[f] != w[f]})
+        runs += 1
+    assert runs == 3
