@@ -81,9 +81,16 @@ def compulsory_bytes(config: AcceleratorConfig, m: int, k: int, n: int) -> int:
 
 
 def roofline(config: AcceleratorConfig, m: int, k: int, n: int) -> dict:
-    """Return the ideal cycles of an ``m x k x n`` GEMM and which bound sets them."""
+    """Return the ideal cycles of an ``m x k x n`` GEMM and which bound sets them.
+
+    The memory bound takes the AXI4 read and write channels as separate: each moves one
+    beat per cycle, so it is the larger of the compulsory reads (X, W, parameters) and
+    writes (Y), each over the bus width.
+    """
     compute = -(-m * k * n // config.pes)
-    memory = -(-compulsory_bytes(config, m, k, n) // config.bus_bytes)
+    writes = m * n
+    reads = compulsory_bytes(config, m, k, n) - writes
+    memory = max(-(-reads // config.bus_bytes), -(-writes // config.bus_bytes))
     return {"ideal_cycles": max(compute, memory), "compute_cycles": compute,
             "memory_cycles": memory, "bound": "compute" if compute >= memory else "memory"}
 
@@ -296,7 +303,7 @@ class _Sim:
             self.tok["le"] -= 1
         if insn.pop_next:
             self.tok["se"] -= 1
-        t, R, C = self.t, self.cfg.rows, self.cfg.cols
+        t, R = self.t, self.cfg.rows
         f = insn.fields
         if insn.op == isa.Opcode.LOAD_W:
             start = max(now, self.ex_w_free, self.ex_shadow_free)
@@ -327,7 +334,7 @@ class _Sim:
         self.array_busy += rows * max(steps, 1)
         self.sram_reads += rows * max(steps, 1)
         self.acc_accesses += rows * max(steps, 1)
-        done = self.ex_stream_end + R + C + t.commit
+        done = self.ex_stream_end + self.cfg.latency + t.commit   # rows + cols + pipeline
         self.ex_take_ok = max(now + 1, w_start if steps else switch)
         self.ex_pending += 1
         self.ex_busy_until = max(self.ex_busy_until, done)
@@ -462,7 +469,7 @@ def estimate_schedule(config: AcceleratorConfig, m: int, k: int, n: int, s,
     exposed = reloads * slab * row_beats if single else 0
     first = s.first_ms or ms
     fill = first * kc * row_beats + kc * R + 2 * t.dram_read_latency + 40 + exposed
-    drain = kc * max(ms, R) + ms + R + C + 30
+    drain = kc * max(ms, R) + ms + config.latency + 30
     return max(compute, reads, writes) + fill + drain
 
 
