@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .config import DATAFLOWS, AcceleratorConfig
+from .config import DATAFLOWS, MULTS, PIPELINES, AcceleratorConfig
 
 __all__ = ["main"]
 
 #: Subcommands implemented in ``llmchip/cli_<name>.py``.
-_MODULE_COMMANDS: tuple[str, ...] = ()
+_MODULE_COMMANDS: tuple[str, ...] = ("fpga", "dvfs", "sweep")
 
 _DATAFLOW_NAMES = {"ws": "weight-stationary", "os": "output-stationary"}
 
@@ -47,6 +47,16 @@ def _add_config_args(p: argparse.ArgumentParser, rows: int = 8, cols: int = 8,
     g.add_argument("--acc-width", type=int, default=32, metavar="BITS",
                    help="signed accumulator width in bits, 2*in-width to 64; sums wrap "
                         "around (default 32: int32)")
+    g.add_argument("--mult", choices=MULTS, default="auto",
+                   help="PE multipliers: auto (hard multipliers; the FPGA flow adds LUT "
+                        "multipliers when the part runs out), dsp, lut, hybrid (--dsp-pes on "
+                        "hard multipliers) or packed (two columns per wide multiply, ws)")
+    g.add_argument("--dsp-pes", type=int, default=0, metavar="N",
+                   help="with --mult hybrid: PEs on hard multipliers (default 0)")
+    g.add_argument("--pipeline", choices=PIPELINES, default="none",
+                   help="PE pipelining: mult / mult2 (products registered once / "
+                        "twice), acc (split accumulation, ws) or a product option +acc; "
+                        "each register stage adds a cycle of latency (default none)")
     g = p.add_argument_group("memories and bus (accelerator)")
     g.add_argument("--sp-rows", type=int, default=sp_rows, metavar="N",
                    help=f"scratchpad rows of max(rows, cols) bytes, power of two "
@@ -70,7 +80,8 @@ def _config(args: argparse.Namespace) -> AcceleratorConfig:
                                  in_width=args.in_width, acc_width=args.acc_width,
                                  sp_rows=args.sp_rows, sp_banks=args.sp_banks,
                                  acc_rows=args.acc_rows, param_rows=args.param_rows,
-                                 bus_bits=args.bus_bits)
+                                 bus_bits=args.bus_bits, mult=args.mult,
+                                 dsp_pes=args.dsp_pes, pipeline=args.pipeline)
     except (TypeError, ValueError) as exc:
         raise _UsageError(str(exc)) from None
 

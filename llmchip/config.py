@@ -22,9 +22,11 @@ DATAFLOWS = ("ws", "os")
 #: ``dsp`` or ``hybrid`` for its part), hard multipliers, logic, a mix, or two per multiplier.
 MULTS = ("auto", "dsp", "lut", "hybrid", "packed")
 
-#: PE pipelining options: registered products (``mult``), accumulation split in two
-#: halves one cycle apart (``acc``), or both. Each stage adds one cycle to ``latency``.
-PIPELINES = ("none", "mult", "acc", "mult+acc")
+#: PE pipelining options: products registered once (``mult``) or twice (``mult2``),
+#: accumulation split in two halves one cycle apart (``acc``), or a product option with
+#: ``acc``. Each register stage adds one cycle to ``latency``.
+PIPELINES = ("none", "mult", "mult2", "acc", "mult+acc", "mult2+acc")
+_STAGES = {"mult": 1, "mult2": 2, "acc": 1}
 
 #: Bumped whenever a field of ``params.json`` is added or changes meaning (2: ``dma_outstanding``;
 #: 3: ``mult``, ``dsp_pes``, ``pipeline``, ``dvfs``, ``dvfs_tick_cycles``), so a sidecar never
@@ -100,10 +102,12 @@ class AcceleratorConfig:
     dsp_pes : int
         PEs on hard multipliers with ``mult="hybrid"``, 0 to ``rows * cols``; must be 0
         otherwise.
-    pipeline : {"none", "mult", "acc", "mult+acc"}
-        PE pipelining: ``"mult"`` registers each product before the accumulate; ``"acc"``
-        (weight-stationary) splits each partial sum into two halves added one cycle apart,
-        halving the carry chain. Each stage adds one cycle to :attr:`latency`.
+    pipeline : {"none", "mult", "mult2", "acc", "mult+acc", "mult2+acc"}
+        PE pipelining: ``"mult"`` registers each product before the accumulate (on ECP5
+        inside the DSP), ``"mult2"`` registers it twice (the second register sits in
+        the fabric between a far-away DSP and the adder); ``"acc"`` (weight-stationary)
+        splits each partial sum into two halves added one cycle apart, halving the carry
+        chain. Each register stage adds one cycle to :attr:`latency`.
     dvfs : bool
         Include the DVFS/thermal controller (:mod:`llmchip.sw.dvfs`): its registers at
         0x200-0x2FC, the sensor, regulator and PLL ports, and a clock enable that runs the
@@ -203,8 +207,10 @@ class AcceleratorConfig:
 
     @property
     def pipe_stages(self) -> int:
-        """Extra PE pipeline stages selected by :attr:`pipeline` (0 to 2)."""
-        return 0 if self.pipeline == "none" else len(self.pipeline.split("+"))
+        """Extra PE pipeline stages selected by :attr:`pipeline` (0 to 3)."""
+        if self.pipeline == "none":
+            return 0
+        return sum(_STAGES[stage] for stage in self.pipeline.split("+"))
 
     @property
     def tile_interval(self) -> int:

@@ -25,6 +25,10 @@ Output-stationary (``"os"``), computing ``Y_t = A_t @ B_t`` per tile (``A_t`` is
 
 ``y_out`` has no back-pressure (``always_ready``): the consumer takes every row.
 
+The ``mult`` and ``pipeline`` options of the config choose each PE's multiplier and
+registers (see :class:`~llmchip.config.AcceleratorConfig`); pipelining adds its stages to
+``config.latency`` and changes nothing else at the ports.
+
 Internally, physical PE row ``p`` serves lane ``rows - 1 - p``: weight rows shift into the
 top of the array first-in-deepest, and output-stationary results drain out of the bottom
 first-in-first-out, so reversing the lanes lets both ports use natural row order.
@@ -32,15 +36,15 @@ first-in-first-out, so reversing the lanes lets both ports use natural row order
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from llmchip.config import AcceleratorConfig
 
-from .pe import PE, _rejected
+from .pe import PE, PackedPair, _rejected
 
-__all__ = ["SystolicArray", "array_signature"]
+__all__ = ["SystolicArray", "array_signature", "pe_mults"]
 
 
 def array_signature(config: AcceleratorConfig) -> wiring.Signature:
@@ -53,6 +57,23 @@ def array_signature(config: AcceleratorConfig) -> wiring.Signature:
         "y_out": Out(stream.Signature(data.StructLayout({
             "data": data.ArrayLayout(acc, config.cols), "last": 1}), always_ready=True)),
     })
+
+
+def pe_mults(config: AcceleratorConfig) -> list[list[str]]:
+    """Return the multiplier (``"dsp"``, ``"lut"`` or ``"packed"``) of each PE.
+
+    Indexed ``[p][j]`` by physical row and column. ``"hybrid"`` puts the first
+    ``dsp_pes`` PEs in row-major order on hard multipliers; ``"packed"`` pairs columns
+    ``(0, 1), (2, 3), ...`` and leaves the last column of an odd width on its own (``"dsp"``).
+    """
+    R, C = config.rows, config.cols
+    if config.mult == "hybrid":
+        return [["dsp" if p * C + j < config.dsp_pes else "lut" for j in range(C)]
+                for p in range(R)]
+    if config.mult == "packed":
+        return [["packed" if j < C - C % 2 else "dsp" for j in range(C)] for _ in range(R)]
+    kind = "lut" if config.mult == "lut" else "dsp"
+    return [[kind] * C for _ in range(R)]
 
 
 def _delay(m: Module, value, cycles: int, name: str):
@@ -89,11 +110,18 @@ class SystolicArray(wiring.Component):
         m = Module()
         cfg = self.config
         R, C = cfg.rows, cfg.cols
-        pes = [[PE(cfg.dataflow, cfg.in_width, cfg.acc_width) for _ in range(C)]
-               for _ in range(R)]
+        kinds = pe_mults(cfg)
+        pes = [[None] * C for _ in range(R)]
         for p in range(R):
             for j in range(C):
-                m.submodules[f"pe_{p}_{j}"] = pes[p][j]
+                if kinds[p][j] != "packed":
+                    pes[p][j] = PE(cfg.dataflow, cfg.in_width, cfg.acc_width,
+                                   mult=kinds[p][j], pipeline=cfg.pipeline)
+                    m.submodules[f"pe_{p}_{j}"] = pes[p][j]
+                elif j % 2 == 0:
+                    pair = PackedPair(cfg.in_width, cfg.acc_width, pipeline=cfg.pipeline)
+                    m.submodules[f"pe_{p}_{j}_{j + 1}"] = pair
+                    pes[p][j] = pes[p][j + 1] = pair
         if cfg.dataflow == "ws":
             self._elaborate_ws(m, pes)
         else:
@@ -141,10 +169,12 @@ class SystolicArray(wiring.Component):
             # Row 0 takes every beat (the bound R-1 is the counter's maximum).
             m.d.comb += pes[p][0].wen_in.eq(ctl_v & (ctl_k <= R - 1 - p) if p else ctl_v)
 
-        # Weight columns are skewed like the activations, so column j lags column 0 by j.
+        # Weight columns are skewed like the activations, so column j lags column 0 by j
+        # (by j + 1 for the left column of a packed pair: it runs on its right column's
+        # schedule).
         for j in range(C):
-            m.d.comb += pes[0][j].w_in.eq(
-                _delay(m, w_in.payload[j], j, f"wskew{j}"))
+            m.d.comb += self._w_port(pes[0][j], j).eq(
+                _delay(m, w_in.payload[j], j + self._shifted(pes[0][j], j), f"wskew{j}"))
 
         # Activation lanes: physical row p takes lane R-1-p, skewed by p cycles.
         for p in range(R):
@@ -158,24 +188,50 @@ class SystolicArray(wiring.Component):
         for p in range(R):
             for j in range(C):
                 pe = pes[p][j]
-                if j:
+                if j and pe is not pes[p][j - 1]:
                     m.d.comb += [pe.a_in.eq(pes[p][j - 1].a_out),
                                  pe.sw_in.eq(pes[p][j - 1].sw_out),
                                  pe.wen_in.eq(pes[p][j - 1].wen_out)]
                 if p:
-                    m.d.comb += [pe.psum_in.eq(pes[p - 1][j].psum_out),
-                                 pe.w_in.eq(pes[p - 1][j].w_out)]
+                    m.d.comb += [self._psum_port(pe, j, "in").eq(
+                                     self._psum_port(pes[p - 1][j], j, "out")),
+                                 self._w_port(pe, j).eq(self._w_port(pes[p - 1][j], j, "out"))]
                 else:
-                    m.d.comb += pe.psum_in.eq(0)
+                    m.d.comb += self._psum_port(pe, j, "in").eq(0)
 
         # Column j's sum leaves the bottom j cycles after column 0's: de-skew to align.
+        # With split accumulation the high half of every sum runs one cycle late.
+        split = "acc" in cfg.pipeline
+        half = cfg.acc_width // 2
         for j in range(C):
-            m.d.comb += y_out.payload.data[j].eq(
-                _delay(m, pes[R - 1][j].psum_out, C - 1 - j, f"yskew{j}"))
+            bottom = self._psum_port(pes[R - 1][j], j, "out")
+            lag = C - 1 - j - self._shifted(pes[R - 1][j], j)
+            if split:
+                m.d.comb += y_out.payload.data[j].eq(Cat(
+                    _delay(m, bottom[:half], lag + 1, f"yskew{j}_lo"),
+                    _delay(m, bottom[half:], lag, f"yskew{j}_hi")))
+            else:
+                m.d.comb += y_out.payload.data[j].eq(_delay(m, bottom, lag, f"yskew{j}"))
         m.d.comb += [
-            y_out.valid.eq(_delay(m, a_fire, R + C, "yvalid")),
-            y_out.payload.last.eq(_delay(m, a_fire & a_in.payload.last, R + C, "ylast")),
+            y_out.valid.eq(_delay(m, a_fire, cfg.latency, "yvalid")),
+            y_out.payload.last.eq(_delay(m, a_fire & a_in.payload.last, cfg.latency,
+                                         "ylast")),
         ]
+
+    @staticmethod
+    def _shifted(pe, j: int) -> int:
+        """1 if column ``j`` is the left half of a :class:`PackedPair` (runs a cycle late)."""
+        return int(isinstance(pe, PackedPair) and j % 2 == 0)
+
+    @staticmethod
+    def _w_port(pe, j: int, direction: str = "in"):
+        port = pe.w_in if direction == "in" else pe.w_out
+        return port[j % 2] if isinstance(pe, PackedPair) else port
+
+    @staticmethod
+    def _psum_port(pe, j: int, direction: str):
+        port = pe.psum_in if direction == "in" else pe.psum_out
+        return port[j % 2] if isinstance(pe, PackedPair) else port
 
     # -- output-stationary ---------------------------------------------------------
 
@@ -219,10 +275,11 @@ class SystolicArray(wiring.Component):
             m.d.comb += lane.eq(Mux(fire, w_in.payload[j], 0))
             m.d.comb += pes[0][j].b_in.eq(_delay(m, lane, j, f"bskew{j}"))
 
-        # Drain: the bottom row's result is ready R+1 cycles after the last beat (column
-        # frame). During the R drain cycles m = 0..R-1, row p shifts while m < p, so each
-        # row keeps the results still passing through it and is free for the next tile.
-        start = _delay(m, last, R + 1, "drain_start")
+        # Drain: the bottom row's result is ready R+1 cycles (plus the pipeline stages)
+        # after the last beat (column frame). During the R drain cycles m = 0..R-1, row p
+        # shifts while m < p, so each row keeps the results still passing through it and
+        # is free for the next tile.
+        start = _delay(m, last, R + 1 + cfg.pipe_stages, "drain_start")
         draining = Signal()
         step = Signal(range(max(R, 2)))
         with m.If(start):

@@ -235,3 +235,21 @@ def test_instruction_ring_wraps_across_doorbells(sim, seed, rng):
                                   second.expected)
     assert second_ph["IQ_HEAD"] == (n1 + n2) % size
     assert second_ph["STATUS"] & 0xFF07 == 0b110
+
+
+def test_mapping_and_pipeline_options_on_the_accelerator(seed, rng):
+    """Packed multipliers with three pipeline stages (``mult2+acc``): the same program is
+    bit-exact, and it takes exactly as many more cycles as the performance model says."""
+    base = CONFIGS["4x4-bus128"]
+    cfg = base.replace(mult="packed", pipeline="mult2+acc")
+    assert cfg.latency == base.latency + 3
+    plan = random_plan(base, rng, 9, 11, 10)
+    cycles = {}
+    for c, b in ((base, accel("4x4-bus128", "icarus")), (cfg, build_accelerator(cfg, "icarus"))):
+        ph = run_job(b, gemm_job(plan, seed=seed))["phases"][0]
+        np.testing.assert_array_equal(read_region(ph, plan.y_addr, (9, 10)), plan.expected)
+        assert ph["STATUS"] & 0xFF07 == 0b110, hex(ph["STATUS"])
+        cycles[c] = (ph["PERF_CYCLES"], perf.simulate(plan.program, c).cycles)
+    (hw0, model0), (hw1, model1) = cycles[base], cycles[cfg]
+    assert hw1 > hw0
+    assert hw1 - hw0 == model1 - model0, cycles

@@ -90,3 +90,71 @@ def test_stimulus_rejects_wrong_tile_shapes():
     cfg = AcceleratorConfig(rows=2, cols=2)
     with pytest.raises(ValueError, match="tile 0"):
         make_stimulus(cfg, [(np.zeros((3, 2), dtype=int), np.zeros((1, 2), dtype=int))])
+
+
+# -- multiplier mapping and pipelining options (config.mult / config.pipeline) -----------
+
+OPTIONS = [
+    ("ws", {"mult": "lut"}), ("ws", {"mult": "packed"}), ("ws", {"mult": "hybrid"}),
+    ("ws", {"pipeline": "mult"}), ("ws", {"pipeline": "acc"}),
+    ("ws", {"mult": "packed", "pipeline": "mult+acc"}),
+    ("ws", {"mult": "hybrid", "pipeline": "mult+acc"}), ("ws", {"pipeline": "mult2"}),
+    ("ws", {"mult": "lut", "pipeline": "mult2+acc"}),
+    ("os", {"mult": "lut"}), ("os", {"mult": "hybrid", "pipeline": "mult"}),
+    ("os", {"pipeline": "mult"}), ("os", {"pipeline": "mult2"}),
+]
+
+
+def _options_config(rows, cols, dataflow, options):
+    options = dict(options)
+    if options.get("mult") == "hybrid":
+        options["dsp_pes"] = rows * cols // 2
+    return AcceleratorConfig(rows=rows, cols=cols, dataflow=dataflow, **options)
+
+
+@pytest.mark.parametrize("dataflow, options", OPTIONS,
+                         ids=[f"{d}-" + "-".join(f"{v}" for v in o.values()) for d, o in OPTIONS])
+@pytest.mark.parametrize("rows, cols", [(1, 1), (3, 2), (2, 5), (4, 4)])
+def test_options_are_exact_and_meet_formulas(rows, cols, dataflow, options, rng):
+    """Every mapping/pipelining option streams bit-exact at full rate and with idle cycles,
+    with latency ``rows + cols + stages`` (checked per row by check_run)."""
+    cfg = _options_config(rows, cols, dataflow, options)
+    lengths = [1, rows, 2 * rows + 1, 1, rows + 3]
+    st = make_stimulus(cfg, random_tiles(cfg, rng, lengths))
+    a, w, out = run_array(st)
+    check_run(st, a, w, out)
+    assert out[-1][0] == expected_last_output_cycle(cfg, lengths)
+    lengths = [int(n) for n in rng.integers(1, 2 * rows + 3, size=4)]
+    st = make_stimulus(cfg, random_tiles(cfg, rng, lengths))
+    check_run(st, *run_array(st, rng=rng, valid_prob=0.55))
+
+
+@pytest.mark.parametrize("pipeline, stages", [("none", 0), ("mult", 1), ("mult2", 2),
+                                              ("acc", 1), ("mult+acc", 2), ("mult2+acc", 3)])
+def test_pipeline_stages_add_to_latency(pipeline, stages):
+    cfg = AcceleratorConfig(rows=3, cols=5, pipeline=pipeline)
+    assert cfg.latency == 3 + 5 + stages
+
+
+@pytest.mark.parametrize("options, muls", [
+    ({"mult": "auto"}, 12), ({"mult": "dsp"}, 12), ({"mult": "lut"}, 0),
+    ({"mult": "hybrid", "dsp_pes": 5}, 5), ({"mult": "packed"}, 6),
+])
+def test_mapping_decides_the_multiply_cells(options, muls):
+    """Only hard-multiplier PEs (or packed pairs) contain a multiply; LUT PEs have none."""
+    from amaranth.back import rtlil
+
+    from llmchip.rtl.generate import component_ports
+
+    design = SystolicArray(AcceleratorConfig(rows=3, cols=4, **options))
+    text = rtlil.convert(design, ports=component_ports(design), emit_src=False)
+    assert text.count("cell $mul ") == muls
+
+
+def test_packed_pairs_leave_an_odd_last_column_alone():
+    from llmchip.rtl.systolic import pe_mults
+
+    kinds = pe_mults(AcceleratorConfig(rows=2, cols=5, mult="packed"))
+    assert kinds == [["packed"] * 4 + ["dsp"]] * 2
+    kinds = pe_mults(AcceleratorConfig(rows=2, cols=3, mult="hybrid", dsp_pes=4))
+    assert kinds == [["dsp"] * 3, ["dsp", "lut", "lut"]]

@@ -1,0 +1,133 @@
+"""The FPGA flow on the real tools: tiny arrays through ECP5 and iCE40 place and route,
+xc7 synthesis, the mapping options' resource effects, the cache and the CLI."""
+
+import json
+
+import pytest
+
+from llmchip.cli import main
+from llmchip.config import AcceleratorConfig
+from llmchip.fpga import TARGETS, count_resources, run_flow
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """A private cache folder for this module, so every flow here really runs once."""
+    path = tmp_path_factory.mktemp("fpga-cache")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LLMCHIP_CACHE", str(path))
+    yield path
+    mp.undo()
+
+
+def _check_sane(r, target):
+    cap = TARGETS[target].capacity()
+    assert r["target"] == target and r["capacity"] == cap
+    for k in ("luts", "ffs", "dsps", "brams"):
+        assert 0 <= r[k] and r["utilization"][k] == round(r[k] / cap[k], 4)
+    # Every wrapper register and every PE register is a flip-flop.
+    assert r["ffs"] >= r["wrapper"]["in_bits"] + r["wrapper"]["out_bits"]
+    within = all(r[k] <= cap[k] for k in cap)
+    assert r["fits"] == (within and (r["fmax_mhz"] is not None or not TARGETS[target].pnr))
+    if r["fmax_mhz"] is not None:
+        assert 10 < r["fmax_mhz"] < 1000
+
+
+def test_ecp5_tiny_array_dsp_and_lut(cache, tmp_path):
+    # With "mult" the PEs use the MULT18X18D's own registers on ECP5.
+    cfg = AcceleratorConfig(rows=2, cols=2, mult="dsp", pipeline="mult")
+    r = run_flow(cfg, "ecp5-85k", out_dir=tmp_path / "dsp")
+    _check_sane(r, "ecp5-85k")
+    assert r["fits"] and r["dsps"] == r["mult_mapping"]["dsp_pes"] == 4
+    assert r["brams"] == 0 and r["cached"] is False
+    saved = json.loads((tmp_path / "dsp" / "report.json").read_text())
+    assert saved["luts"] == r["luts"] and saved["fmax_mhz"] == r["fmax_mhz"]
+    for log in ("yosys.log", "nextpnr.log", "top.lpf", "params.json"):
+        assert (tmp_path / "dsp" / log).stat().st_size > 0
+
+    lut = run_flow(cfg.replace(mult="lut"), "ecp5-85k")
+    _check_sane(lut, "ecp5-85k")
+    assert lut["dsps"] == 0 and lut["mult_mapping"]["lut_pes"] == 4
+    assert lut["luts"] > r["luts"] + 4 * 40      # a Booth multiplier is real logic
+
+    again = run_flow(cfg, "ecp5-85k")
+    assert again["cached"] is True and again["luts"] == r["luts"]
+
+
+def test_ice40_auto_fills_the_dsps_then_uses_luts(cache):
+    cfg = AcceleratorConfig(rows=3, cols=3, pipeline="mult")
+    r = run_flow(cfg, "ice40-up5k")
+    _check_sane(r, "ice40-up5k")
+    # 9 PEs, 8 SB_MAC16: the all-DSP attempt does not fit, the hybrid one does.
+    assert len(r["attempts"]) == 2
+    assert r["mult_mapping"] == {"mode": "hybrid", "requested": "auto", "dsp_pes": 8,
+                                 "lut_pes": 1, "packed_pairs": 0}
+    assert r["dsps"] == 8 and r["fits"] and r["fmax_mhz"] > 0
+    assert r["resolved_config"]["dsp_pes"] == 8 and r["config"]["mult"] == "auto"
+
+    over = run_flow(cfg.replace(mult="dsp"), "ice40-up5k")
+    assert over["dsps"] == 9 and not over["fits"] and over["fmax_mhz"] is None
+    assert "exceeds" in over["pnr_note"]
+
+
+def test_xc7_synthesis_only_and_packed_pairs(cache):
+    r = run_flow(AcceleratorConfig(rows=2, cols=3, mult="packed"), "xc7a100t")
+    _check_sane(r, "xc7a100t")
+    # Two columns share one DSP48E1 (25x18); the odd last column has its own.
+    assert r["mult_mapping"]["packed_pairs"] == 2 and r["mult_mapping"]["dsp_pes"] == 2
+    assert r["dsps"] == 4
+    assert r["fmax_mhz"] is None and r["fits"] and r["fits_basis"] == "synthesis"
+
+
+def test_bad_arguments_are_refused():
+    cfg = AcceleratorConfig(rows=2, cols=2)
+    with pytest.raises(ValueError, match="target must be one of .*, not 'ecp5'"):
+        run_flow(cfg, "ecp5")
+    with pytest.raises(ValueError, match="top must be one of array, accelerator, not 'soc'"):
+        run_flow(cfg, "ecp5-85k", top="soc")
+    with pytest.raises(TypeError, match="config must be an AcceleratorConfig"):
+        run_flow({"rows": 2}, "ecp5-85k")
+    with pytest.raises(ValueError, match="seed must be between"):
+        run_flow(cfg, "ecp5-85k", seed=-1)
+
+
+def test_resource_counting_per_family():
+    assert count_resources("ecp5", {"LUT4": 10, "CCU2C": 3, "TRELLIS_FF": 7, "MULT18X18D": 2,
+                                    "DP16KD": 1}) == {"luts": 16, "ffs": 7, "dsps": 2,
+                                                      "brams": 1}
+    assert count_resources("ice40", {"SB_LUT4": 5, "SB_DFFE": 2, "SB_DFFSR": 3,
+                                     "SB_MAC16": 1, "SB_RAM40_4K": 2}) == {
+        "luts": 5, "ffs": 5, "dsps": 1, "brams": 2}
+    assert count_resources("xc7", {"LUT6": 4, "LUT2": 1, "SRL16E": 1, "FDRE": 9,
+                                   "DSP48E1": 3, "RAMB18E1": 1, "RAMB36E1": 2}) == {
+        "luts": 6, "ffs": 9, "dsps": 3, "brams": 2.5}
+
+
+def test_cli_json_and_table(cache, tmp_path, capsys):
+    argv = ["fpga", "--target", "ice40-up5k", "--rows", "2", "--cols", "2", "--mult", "lut",
+            "--out", str(tmp_path / "cli")]
+    assert main(argv + ["--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["dsps"] == 0 and r["mult_mapping"]["mode"] == "lut" and r["fits"]
+    assert (tmp_path / "cli" / "report.json").exists()
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "DSP blocks" in out and "Fmax" in out and f"{r['fmax_mhz']:.1f} MHz" in out
+
+
+@pytest.mark.parametrize("argv, text", [
+    (["--target", "spartan3"], "target must be one of"),
+    (["--target", "ecp5-85k", "--top", "soc"], "--top must be one of"),
+    (["--target", "ecp5-85k", "--rows", "0"], "rows must be between 1 and 256, not 0"),
+    (["--target", "ecp5-85k", "--dataflow", "os", "--mult", "packed"],
+     "needs the weight-stationary dataflow"),
+    (["--target", "ecp5-85k", "--mult", "hybrid", "--dsp-pes", "65"],
+     "dsp_pes must be between 0 and 64, not 65"),
+    (["--target", "ecp5-85k", "--top", "accelerator", "--dataflow", "os"],
+     "--dataflow must be ws"),
+])
+def test_cli_bad_input_exits_2(argv, text, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["fpga", *argv])
+    assert info.value.code == 2
+    assert text in capsys.readouterr().err
