@@ -68,6 +68,11 @@ def c_header(config: AcceleratorConfig, module: str) -> str:
     values["dataflow_os"] = int(config.dataflow == "os")
     del values["dataflow"]
     for name, value in values.items():
+        # Flags become 0/1 and choices string literals, so every define is valid C.
+        if isinstance(value, bool):
+            value = int(value)
+        elif isinstance(value, str):
+            value = f'"{value}"'
         lines.append(f"#define LLMCHIP_{name.upper()} {value}")
     for name, value in config.port_widths.items():
         lines.append(f"#define LLMCHIP_{name.upper().replace('__', '_')}_BITS {value}")

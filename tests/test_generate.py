@@ -30,6 +30,22 @@ def test_generate_writes_verilog_and_params(tmp_path):
     assert "/work/" not in text and "src =" not in text  # no absolute source paths
 
 
+def test_c_header_compiles(tmp_path):
+    """Every define of params.h is valid C: flags as 0/1, choices as string literals."""
+    from llmchip.rtl.generate import c_header
+    cfg = AcceleratorConfig(rows=2, cols=3, mult="hybrid", dsp_pes=2, pipeline="mult+acc",
+                            dvfs=True)
+    (tmp_path / "params.h").write_text(c_header(cfg, "llmchip_accelerator"))
+    (tmp_path / "main.c").write_text(
+        '#include <string.h>\n#include "params.h"\n'
+        'int main(void) { return !(LLMCHIP_ROWS == 2 && LLMCHIP_DVFS == 1'
+        ' && LLMCHIP_DATAFLOW_OS == 0 && strcmp(LLMCHIP_PIPELINE, "mult+acc") == 0'
+        ' && strcmp(LLMCHIP_MULT, "hybrid") == 0); }\n')
+    subprocess.run(["gcc", "-Wall", "-Werror", "-o", str(tmp_path / "main"),
+                    str(tmp_path / "main.c")], check=True, cwd=tmp_path)
+    assert subprocess.run([str(tmp_path / "main")]).returncode == 0
+
+
 def test_verilog_is_reproducible():
     cfg = AcceleratorConfig(rows=3, cols=2)
     assert verilog_text(cfg) == verilog_text(cfg)
