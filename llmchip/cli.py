@@ -70,6 +70,12 @@ def _add_config_args(p: argparse.ArgumentParser, rows: int = 8, cols: int = 8,
                         f"{param_rows})")
     g.add_argument("--bus-bits", type=int, default=128, metavar="BITS",
                    help="AXI4 data width of the DMA: 64, 128, 256 or 512 (default 128)")
+    g.add_argument("--dvfs", action="store_true",
+                   help="include the DVFS/thermal controller (registers at 0x200, sensor, "
+                        "regulator and PLL ports, clock enable; see docs/dvfs.md)")
+    g.add_argument("--dvfs-tick-cycles", type=int, default=800, metavar="N",
+                   help="clock cycles per DVFS controller tick (default 800: 1 us at "
+                        "800 MHz)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON document instead of the human summary")
 
@@ -81,7 +87,8 @@ def _config(args: argparse.Namespace) -> AcceleratorConfig:
                                  sp_rows=args.sp_rows, sp_banks=args.sp_banks,
                                  acc_rows=args.acc_rows, param_rows=args.param_rows,
                                  bus_bits=args.bus_bits, mult=args.mult,
-                                 dsp_pes=args.dsp_pes, pipeline=args.pipeline)
+                                 dsp_pes=args.dsp_pes, pipeline=args.pipeline,
+                                 dvfs=args.dvfs, dvfs_tick_cycles=args.dvfs_tick_cycles)
     except (TypeError, ValueError) as exc:
         raise _UsageError(str(exc)) from None
 
@@ -92,7 +99,9 @@ def _describe(cfg: AcceleratorConfig) -> list[tuple[str, str]]:
     return [
         ("array", f"{cfg.rows}x{cfg.cols} {_DATAFLOW_NAMES[cfg.dataflow]}"),
         ("PEs", f"{cfg.pes} (int{iw} x int{iw} -> int{aw}, wraparound)"),
-        ("latency", f"{cfg.latency} cycles (rows + cols) from input beat to output row"),
+        ("latency", f"{cfg.latency} cycles (rows + cols"
+                    f"{f' + {cfg.pipe_stages} pipeline' if cfg.pipe_stages else ''}) from input "
+                    f"beat to output row"),
         ("tile interval", f"{cfg.tile_interval} cycles per tile at least ({interval})"),
         ("ports", f"a_in {cfg.rows} x int{iw} + last, w_in {cfg.cols} x int{iw}, "
                   f"y_out {cfg.cols} x int{aw} + last"),
@@ -126,6 +135,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
                               f"{cfg.param_rows} parameter rows"),
                  ("bus", f"AXI4 {cfg.bus_bits}-bit DMA (bus__*), AXI4-Lite CSRs (csr__*), "
                          f"irq")]
+        if cfg.dvfs:
+            extra.append(("dvfs", f"controller at 0x200-0x2FC, platform ports dvfs__*, "
+                                  f"tick = {cfg.dvfs_tick_cycles} cycles"))
     _print_table(f"llmchip generate ({args.top})", _describe(cfg) + extra + [
         ("verilog", f"{gen.verilog} ({gen.lines} lines, {gen.seconds:.2f} s, "
                     f"sha256 {gen.sha256[:12]})"),

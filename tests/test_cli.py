@@ -78,6 +78,20 @@ def test_generate_accelerator_by_default(tmp_path, capsys):
     assert params["config"]["bus_bits"] == 64 and params["module"] == "llmchip_accelerator"
 
 
+def test_generate_with_dvfs(tmp_path, capsys):
+    assert main(["generate", "--rows", "2", "--cols", "2", "--sp-rows", "64", "--acc-rows",
+                 "32", "--dvfs", "--dvfs-tick-cycles", "5", "--out", str(tmp_path)]) == 0
+    assert "controller at 0x200-0x2FC" in capsys.readouterr().out
+    text = (tmp_path / "llmchip_accelerator.v").read_text()
+    assert "dvfs__temp_mc" in text and "dvfs__thermtrip" in text
+    params = json.loads((tmp_path / "params.json").read_text())
+    assert params["config"]["dvfs"] is True and params["config"]["dvfs_tick_cycles"] == 5
+    with pytest.raises(SystemExit) as info:
+        main(["generate", "--dvfs-tick-cycles", "0", "--out", str(tmp_path / "x")])
+    assert info.value.code == 2
+    assert "dvfs_tick_cycles must be between 1 and 65535, not 0" in capsys.readouterr().err
+
+
 def test_accelerator_rejects_os_dataflow(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         main(["generate", "--dataflow", "os", "--out", str(tmp_path)])
