@@ -48,7 +48,8 @@ def dvfs_params(cfg: AcceleratorConfig):
     """Return the :class:`~llmchip.sw.dvfs.DvfsParams` of ``cfg``'s DVFS controller.
 
     The accelerator starts under the ``performance`` governor with the stuck-sensor check
-    off, so it runs at the top operating point until software picks a policy.
+    off: the controller boots at the lowest operating point, reaches the top one after its
+    first sample and one transition, and stays there until software picks a policy.
     """
     from llmchip.sw.dvfs import DvfsParams, Governor
     return DvfsParams(tick_cycles=cfg.dvfs_tick_cycles, governor=Governor.PERFORMANCE,
