@@ -29,7 +29,7 @@ from .csr import ADDR_WIDTH, CsrBlock
 from .dma import AxiDma
 from .dma_if import dma_cmd_layout, dma_data_layout, dma_done_layout
 from .dvfs import DvfsController
-from .execute import ExecuteUnit
+from .execute import ExecuteUnit, operand_terms
 from .load import LoadUnit
 from .pe import _rejected
 from .scratchpad import Scratchpad
@@ -75,7 +75,8 @@ def csr_constants(cfg: AcceleratorConfig) -> dict[str, int]:
     return {
         "ID": regs.ID_MAGIC,
         "VERSION": (major << 16) | (minor << 8) | patch,
-        "CFG_ARRAY": cfg.rows | (cfg.cols << 9) | (int(cfg.dataflow == "os") << 18),
+        "CFG_ARRAY": (cfg.rows | (cfg.cols << 9) | (int(cfg.dataflow == "os") << 18)
+                      | (int(cfg.dvfs) << 19)),
         "CFG_WIDTHS": cfg.in_width | (cfg.acc_width << 8) | (cfg.bus_bits << 16),
         "CFG_SP": cfg.sp_rows | (cfg.sp_banks << 20),
         "CFG_SP_ROW": cfg.sp_row_bytes,
@@ -189,7 +190,9 @@ class Accelerator(wiring.Component):
         cfg = self.config
         B = cfg.bus_bytes
         unit_rst = Signal()
-        csr = CsrBlock(csr_constants(cfg), window=DVFS_WINDOW if cfg.dvfs else None)
+        # Without the controller its registers are not built: accesses answer SLVERR.
+        csr = CsrBlock(csr_constants(cfg), window=DVFS_WINDOW if cfg.dvfs else None,
+                       absent=None if cfg.dvfs else DVFS_WINDOW)
         m.submodules.csr = csr
         wiring.connect(m, wiring.flipped(self.csr), csr.bus)
         m.d.comb += self.irq.eq(csr.irq)
@@ -211,10 +214,12 @@ class Accelerator(wiring.Component):
         wiring.connect(m, dma.bus, bridge.core)
         wiring.connect(m, wiring.flipped(self.bus), bridge.bus)
         m.d.comb += bridge.en.eq(en)
-        cp = unit("cmdproc", CommandProcessor(B, ADDR_BITS))
+        # The execute queue carries each instruction's operand-check products.
+        cp = unit("cmdproc", CommandProcessor(
+            B, ADDR_BITS, ex_terms=lambda word: operand_terms(cfg, word)))
         lu = unit("load", LoadUnit(cfg, cfg.sp_rows, cfg.acc_rows, cfg.param_rows, B,
                                    ADDR_BITS))
-        eu = unit("execute", ExecuteUnit(cfg, cfg.sp_rows, cfg.acc_rows))
+        eu = unit("execute", ExecuteUnit(cfg, cfg.sp_rows, cfg.acc_rows, prechecked=True))
         su = unit("store", StoreUnit(cfg, cfg.acc_rows, cfg.param_rows, B, ADDR_BITS))
         # The memories' contents survive a soft reset, their pipelines do not: a read that
         # the execute or store unit issues as it is reset must not answer the reset unit.
@@ -307,9 +312,16 @@ class Accelerator(wiring.Component):
         with m.If(csr.ctrl_soft_reset):
             m.d.sync += resetting.eq(1)
         m.d.comb += dma.abort_req.eq(resetting)
+        # The units reset in the enabled cycle after the bus was seen idle: from a register,
+        # so neither the DMA's idle logic nor the enable's source lies on the reset net,
+        # which reaches every flip-flop of the core. Nothing new reaches the DMA meanwhile
+        # (its command streams are held while `resetting`).
+        rst_next = Signal()
         with m.If(resetting & dma.idle & en):
-            m.d.comb += unit_rst.eq(1)
-            m.d.sync += resetting.eq(0)
+            m.d.sync += rst_next.eq(1)
+        m.d.comb += unit_rst.eq(rst_next & en)
+        with m.If(unit_rst):
+            m.d.sync += [rst_next.eq(0), resetting.eq(0)]
 
         # Performance counters.
         clear = csr.ctrl_clear_counters

@@ -11,7 +11,7 @@ dispatching and reports the error with the index of the instruction concerned.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, Value, unsigned
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -33,13 +33,22 @@ class CommandProcessor(wiring.Component):
         DRAM address width.
     queue_depth : int
         Instructions buffered per queue.
+    ex_terms : callable, optional
+        ``ex_terms(word) -> Value``: side bits computed from each execute-queue
+        instruction as it is queued and delivered above its 128 bits on ``ex_insn``
+        (the execute unit's operand-check products, one stage ahead of their use).
     """
 
     FETCH_MAX = 8  #: instructions fetched per DMA command at most
 
-    def __init__(self, bus_bytes: int, addr_width: int = 32, queue_depth: int = 4):
+    def __init__(self, bus_bytes: int, addr_width: int = 32, queue_depth: int = 4, *,
+                 ex_terms=None):
         self.bus_bytes, self.addr_width, self.queue_depth = bus_bytes, addr_width, queue_depth
+        self.ex_terms = ex_terms
         insn = stream.Signature(unsigned(isa.INSN_BITS))
+        self._ex_side_bits = 0 if ex_terms is None else len(
+            Value.cast(ex_terms(Signal(isa.INSN_BITS))))
+        ex_insn = stream.Signature(unsigned(isa.INSN_BITS + self._ex_side_bits))
         super().__init__({
             "iq_base": In(32), "iq_size": In(32), "iq_tail": In(32),
             "doorbell": In(1),
@@ -47,7 +56,7 @@ class CommandProcessor(wiring.Component):
             "rd_cmd": Out(stream.Signature(dma_cmd_layout(addr_width))),
             "rd_data": In(stream.Signature(dma_data_layout(bus_bytes))),
             "rd_done": In(stream.Signature(dma_done_layout())),
-            "ld_insn": Out(insn), "ex_insn": Out(insn), "st_insn": Out(insn),
+            "ld_insn": Out(insn), "ex_insn": Out(ex_insn), "st_insn": Out(insn),
             "ld_busy": In(1), "ex_busy": In(1), "st_busy": In(1),
             "ld_error": In(8), "ex_error": In(8), "st_error": In(8),
             "busy": Out(1), "done": Out(1),
@@ -137,7 +146,7 @@ class CommandProcessor(wiring.Component):
         # -- dispatch ----------------------------------------------------------------------
         queues = {}
         for name, port in (("ld", self.ld_insn), ("ex", self.ex_insn), ("st", self.st_insn)):
-            q = fifo.SyncFIFOBuffered(width=isa.INSN_BITS, depth=self.queue_depth)
+            q = fifo.SyncFIFOBuffered(width=len(port.payload), depth=self.queue_depth)
             m.submodules[f"{name}_queue"] = q
             m.d.comb += [port.valid.eq(q.r_rdy), port.payload.eq(q.r_data),
                          q.r_en.eq(port.ready)]
@@ -179,8 +188,9 @@ class CommandProcessor(wiring.Component):
                     with m.If((target == qi) & q.w_rdy):
                         m.d.comb += [dispatch.eq(1), q.w_en.eq(1)]
                         m.d.sync += last_index[name].eq(index)
-        for q in queues.values():
-            m.d.comb += q.w_data.eq(ibuf.r_data)
+        for name, q in queues.items():
+            side = self.ex_terms(ibuf.r_data) if name == "ex" and self.ex_terms else []
+            m.d.comb += q.w_data.eq(Cat(ibuf.r_data, side))
         m.d.comb += ibuf.r_en.eq(dispatch)
         with m.If(dispatch):
             m.d.sync += index.eq(index + 1)

@@ -18,7 +18,8 @@ registers are ignored with OKAY. One transaction per direction is in flight at a
 Registers inside an optional *window* of offsets belong to another block (the DVFS
 controller): they get no storage here; accesses to them go out on ``ext_*`` (word offset
 from the window's start, a write strobe, a read strobe whose data comes back on
-``ext_rdata`` one cycle later).
+``ext_rdata`` one cycle later). Registers inside an optional *absent* range are not built
+at all (a block left out of this configuration): their offsets answer like unmapped ones.
 """
 
 from __future__ import annotations
@@ -42,11 +43,11 @@ def _port(name: str) -> str:
     return name.lower()
 
 
-def _pairs(window=None):
-    """Counter pairs outside ``window``: base name -> (lo register, hi register)."""
+def _pairs(window=None, absent=None):
+    """Counter pairs outside ``window`` and ``absent``: base name -> (lo, hi register)."""
     out = {}
     for r in regs.REGISTERS:
-        if r.name.endswith("_LO") and not _inside(r, window):
+        if r.name.endswith("_LO") and not _inside(r, window) and not _inside(r, absent):
             out[r.name[:-3]] = (r, regs.by_name(r.name[:-3] + "_HI"))
     return out
 
@@ -66,6 +67,8 @@ class CsrBlock(wiring.Component):
     window : (int, int), optional
         Byte offsets ``[start, end)`` of registers served by another block through the
         ``ext_*`` ports (an aligned power-of-two range).
+    absent : (int, int), optional
+        Byte offsets ``[start, end)`` of registers not built: SLVERR, reads return 0.
 
     Raises
     ------
@@ -74,7 +77,8 @@ class CsrBlock(wiring.Component):
         or the window is not an aligned power-of-two range.
     """
 
-    def __init__(self, constants: dict[str, int], window: tuple[int, int] | None = None):
+    def __init__(self, constants: dict[str, int], window: tuple[int, int] | None = None,
+                 absent: tuple[int, int] | None = None):
         if window is not None:
             start, end = window
             size = end - start
@@ -82,6 +86,7 @@ class CsrBlock(wiring.Component):
                 raise _rejected(self, ValueError(
                     f"window must be an aligned power-of-two range, not {window!r}"))
         self.window = window
+        self.absent = absent
         for name, value in constants.items():
             try:
                 reg = regs.by_name(name)
@@ -97,12 +102,13 @@ class CsrBlock(wiring.Component):
             members.update({"ext_addr": Out((window[1] - window[0]).bit_length() - 3),
                             "ext_wdata": Out(32), "ext_we": Out(1), "ext_re": Out(1),
                             "ext_rdata": In(32)})
-        pairs = _pairs(window)
+        pairs = _pairs(window, absent)
         paired = {r.name for lo, hi in pairs.values() for r in (lo, hi)}
         for base in pairs:
             members[_port(base)] = In(64)
         for r in regs.REGISTERS:
-            if r.name in paired or r.name in constants or _inside(r, window):
+            if (r.name in paired or r.name in constants or _inside(r, window)
+                    or _inside(r, absent)):
                 continue
             if r.access is regs.Access.RW:
                 members[_port(r.name)] = Out(32, init=r.reset)
@@ -121,8 +127,9 @@ class CsrBlock(wiring.Component):
         m = Module()
         bus = self.bus
         window = self.window
-        own = [r for r in regs.REGISTERS if not _inside(r, window)]
-        pairs = _pairs(window)
+        own = [r for r in regs.REGISTERS
+               if not _inside(r, window) and not _inside(r, self.absent)]
+        pairs = _pairs(window, self.absent)
         hi_latch = {base: Signal(32, name=f"{_port(base)}_hi_latch") for base in pairs}
 
         # -- writes: wait for address and data, apply, respond ---------------------------
@@ -155,7 +162,7 @@ class CsrBlock(wiring.Component):
                 m.d.sync += value.eq((value & ~clear) | setting)
         # Plain ifs, not a switch: Amaranth splits a switch into one process per register,
         # and each would be an incomplete Verilog case.
-        mapped = [r.offset >> 2 for r in regs.REGISTERS]
+        mapped = [r.offset >> 2 for r in regs.REGISTERS if not _inside(r, self.absent)]
         w_hit = Signal()
         with m.Switch(waddr):
             with m.Case(*mapped):

@@ -16,14 +16,17 @@ been written to the accumulator.
 
 Operands are range-checked before an instruction starts (a loop's over all its steps); one
 that would read or write outside the scratchpad or accumulator, or has ``rows == 0``, is not
-executed and is reported on ``error`` (the command processor stops the program).
+executed and is reported on ``error`` (the command processor stops the program). The check's
+products (:func:`operand_terms`) can be computed a pipeline stage earlier, as the instruction
+enters its queue, and travel beside it (``prechecked=True``), so that no multiplier lies
+between the queue's output register and the unit's control.
 """
 
 from __future__ import annotations
 
 import enum
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, Value, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -33,7 +36,7 @@ from llmchip.sw import isa
 from .accumulator import write_layout
 from .systolic import SystolicArray
 
-__all__ = ["ExecuteUnit", "ExecError"]
+__all__ = ["ExecuteUnit", "ExecError", "operand_terms", "terms_layout"]
 
 
 class ExecError(enum.IntEnum):
@@ -42,6 +45,34 @@ class ExecError(enum.IntEnum):
     NONE = 0
     BAD_OPCODE = 1     #: not LOAD_W or MATMUL
     BAD_OPERAND = 2    #: rows == 0, or an address range outside a memory
+
+
+def terms_layout(config: AcceleratorConfig) -> data.StructLayout:
+    """Layout of the products the operand check of ``config``'s execute unit needs."""
+    R = config.rows
+    return data.StructLayout({
+        "span": unsigned(30),                          # (rows - 1) * sp_stride
+        "a_last": unsigned(28),                        # (k_steps - 1) * a_step of a loop
+        "w_end": unsigned(12 + R.bit_length()),        # k_steps * R
+    })
+
+
+def operand_terms(config: AcceleratorConfig, word) -> Value:
+    """Return the products of the operand check of instruction ``word``, as a value.
+
+    The products are all the check multiplies: the span of a LOAD_W tile (``(R - 1) *
+    sp_stride``) or of a MATMUL's activation rows (``(rows - 1) * sp_stride``, rows taken
+    modulo 2**14 so ``rows == 0`` gives a large span), a loop's last activation offset
+    (``(k_steps - 1) * a_step``, 0 without a loop) and a loop's weight rows
+    (``k_steps * R``). Pure expressions of ``word``: usable in any module.
+    """
+    R = config.rows
+    mm = data.View(isa.layout(isa.Opcode.MATMUL), word)
+    lw = data.View(isa.layout(isa.Opcode.LOAD_W), word)
+    is_lw = word[:4] == isa.Opcode.LOAD_W
+    span = Mux(is_lw, (R - 1) * lw.sp_stride, (mm.rows - 1)[:14] * mm.sp_stride)
+    last_step = Mux(mm.k_steps != 0, (mm.k_steps - 1)[:12], 0)
+    return Cat(span[:30], (last_step * mm.a_step)[:28], (mm.k_steps * R)[:12 + R.bit_length()])
 
 
 class ExecuteUnit(wiring.Component):
@@ -53,6 +84,9 @@ class ExecuteUnit(wiring.Component):
         Must use the weight-stationary dataflow.
     sp_rows, acc_rows : int
         Rows of the scratchpad and the accumulator.
+    prechecked : bool
+        ``insn`` carries :func:`operand_terms` of the instruction in the bits above
+        ``isa.INSN_BITS`` (computed where it was queued); otherwise the unit computes them.
 
     Raises
     ------
@@ -64,17 +98,20 @@ class ExecuteUnit(wiring.Component):
     #: between one instruction's last read and the next one's first row (no bubble).
     FEED_DEPTH = 8
 
-    def __init__(self, config: AcceleratorConfig, sp_rows: int, acc_rows: int):
+    def __init__(self, config: AcceleratorConfig, sp_rows: int, acc_rows: int, *,
+                 prechecked: bool = False):
         if config.dataflow != "ws":
             from .pe import _rejected
             raise _rejected(self, ValueError(
                 f"the execute unit streams weight-stationary tiles; dataflow must be 'ws', "
                 f"not {config.dataflow!r}"))
         self.config, self.sp_rows, self.acc_rows = config, sp_rows, acc_rows
+        self.prechecked = prechecked
         sp_addr = unsigned(max(1, (sp_rows - 1).bit_length()))
         row = data.ArrayLayout(unsigned(8), max(config.rows, config.cols))
+        insn_bits = isa.INSN_BITS + (terms_layout(config).size if prechecked else 0)
         super().__init__({
-            "insn": In(stream.Signature(unsigned(isa.INSN_BITS))),
+            "insn": In(stream.Signature(unsigned(insn_bits))),
             "sp_a_req": Out(stream.Signature(sp_addr)),
             "sp_a_resp": In(stream.Signature(row, always_ready=True)),
             "sp_b_req": Out(stream.Signature(sp_addr)),
@@ -100,7 +137,10 @@ class ExecuteUnit(wiring.Component):
         m.submodules.array = array = SystolicArray(cfg)
 
         # -- dispatch: decode, wait for tokens, check operands, hand to a feeder ----------
-        word = self.insn.payload
+        word = self.insn.payload[:isa.INSN_BITS]
+        terms = Signal(terms_layout(cfg))
+        m.d.comb += terms.eq(self.insn.payload[isa.INSN_BITS:] if self.prechecked
+                             else operand_terms(cfg, word))
         op = word[:4]
         mm = data.View(isa.layout(isa.Opcode.MATMUL), word)
         lw = data.View(isa.layout(isa.Opcode.LOAD_W), word)
@@ -108,20 +148,16 @@ class ExecuteUnit(wiring.Component):
         is_lw = op == isa.Opcode.LOAD_W
         looped = is_mm & (mm.k_steps != 0)
 
-        def fits(start, count, stride, size):
-            # start + (count - 1) * stride < size; Amaranth arithmetic widens, never wraps.
-            count_m1 = Signal(len(count))
-            m.d.comb += count_m1.eq(count - 1)
-            return (count != 0) & (start + count_m1 * stride < size)
-
-        # A loop is checked whole before its first step: addresses grow with the step, so
-        # its last step bounds every other one.
+        # Every range: start + (count - 1) * stride < size, with the products from
+        # `terms`; Amaranth arithmetic widens, never wraps. A loop is checked whole before
+        # its first step: addresses grow with the step, so its last step bounds every other.
         last_step = Signal.like(mm.k_steps)
         m.d.comb += last_step.eq(Mux(looped, mm.k_steps - 1, 0))
-        lw_ok = fits(lw.sp_addr, Const(R, 16), lw.sp_stride, self.sp_rows)
-        mm_ok = (fits(mm.sp_addr + last_step * mm.a_step, mm.rows, mm.sp_stride, self.sp_rows)
-                 & fits(mm.acc_addr, mm.rows, Const(1, 16), self.acc_rows)
-                 & (~looped | (mm.w_addr + mm.k_steps * R <= self.sp_rows)))
+        lw_ok = lw.sp_addr + terms.span < self.sp_rows
+        mm_ok = ((mm.rows != 0)
+                 & (mm.sp_addr + terms.a_last + terms.span < self.sp_rows)
+                 & (mm.acc_addr + mm.rows <= self.acc_rows)
+                 & (~looped | (mm.w_addr + terms.w_end <= self.sp_rows)))
         ok = Mux(is_lw, lw_ok, mm_ok)
 
         # Loop expander: the instruction stays on `insn` (not yet accepted) while its steps

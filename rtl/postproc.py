@@ -57,18 +57,20 @@ class PostProcessor(wiring.Component):
       plain inputs, read while a row passes through the pipeline, so they must be held
       stable from the cycle a row is accepted on ``i`` until it is taken from ``o``.
 
-    Timing: a four-stage pipeline (bias add | 32 x 31 multiply | rounding shift |
-    zero point and saturation), every stage registered. With ``o.ready`` high, a row
-    accepted on ``i`` in cycle ``t`` is valid on ``o`` in cycle ``t + 4``
-    (:attr:`latency`), and a row is accepted every cycle. ``o.valid`` comes straight from
-    a register. ``i.ready`` is low only while all four stages hold rows and ``o.ready`` is
-    low, so it depends combinationally on ``o.ready``. While ``o`` is stalled, its row
+    Timing: a five-stage pipeline (bias add | four 16 x 16 partial products, one hard
+    multiplier each | their sum | rounding shift | zero point and saturation), every stage
+    registered, so no stage holds more than one multiplier or one wide carry chain with a
+    little logic. With ``o.ready`` high, a row accepted on ``i`` in cycle ``t`` is valid on
+    ``o`` in cycle ``t + 5`` (:attr:`latency`), and a row is accepted every cycle.
+    ``o.valid`` comes straight from a register. ``i.ready`` is low only while all five
+    stages hold rows and ``o.ready`` is low, so it depends combinationally on
+    ``o.ready``. While ``o`` is stalled, its row
     stays unchanged and the stages behind it keep their rows and fill their gaps, so no
     row is lost or repeated.
     """
 
     #: Cycles from a row's acceptance on ``i`` to its appearance on ``o``, unstalled.
-    latency = 4
+    latency = 5
 
     def __init__(self, lanes: int, acc_width: int = 32, out_width: int = 8):
         _check_min(self, "lanes", lanes, 1)
@@ -120,6 +122,14 @@ class PostProcessor(wiring.Component):
 
         for j in range(self.lanes):
             x = Signal(signed(32), name=f"x{j}")
+            # x * mult = (xh * 2**16 + xl) * (mh * 2**16 + ml), each factor at most 17 bits
+            # signed: one 18 x 18 multiplier per partial product.
+            xl, xh = x[:16], x[16:].as_signed()
+            ml, mh = self.mult[j][:16], self.mult[j][16:]
+            pp_ll = Signal(unsigned(32), name=f"pp_ll{j}")
+            pp_lh = Signal(signed(33), name=f"pp_lh{j}")   # xl * mh: 16 x 15 bits
+            pp_hl = Signal(signed(33), name=f"pp_hl{j}")   # xh * ml
+            pp_hh = Signal(signed(31), name=f"pp_hh{j}")
             p = Signal(signed(63), name=f"p{j}")
             y = Signal(signed(63), name=f"y{j}")
             s = Signal(range(MAX_SHIFT + 1), name=f"s{j}")
@@ -144,10 +154,13 @@ class PostProcessor(wiring.Component):
                 # Assigning to 32 bits drops the carry: the int32 wraparound.
                 m.d.sync += x.eq(self.i.payload.data[j] + self.bias[j])
             with m.If(load[2]):
-                m.d.sync += p.eq(x * self.mult[j])
+                m.d.sync += [pp_ll.eq(xl * ml), pp_lh.eq(xl * mh), pp_hl.eq(xh * ml),
+                             pp_hh.eq(xh * mh)]
             with m.If(load[3]):
-                m.d.sync += y.eq(half_up >> 1)
+                m.d.sync += p.eq((pp_hh << 32) + ((pp_lh + pp_hl) << 16) + pp_ll)
             with m.If(load[4]):
+                m.d.sync += y.eq(half_up >> 1)
+            with m.If(load[5]):
                 # z fits in out_width bits iff its top 65 - out_width bits are all equal;
                 # otherwise its sign says which bound it is past (lo >= the minimum).
                 m.d.sync += out.eq(Mux(fits, Mux(narrow < lo, lo, narrow),

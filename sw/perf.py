@@ -52,7 +52,7 @@ class Timing:
     w_first: int = 4               #: weight tile start -> first weight row in the array
     a_first: int = 3               #: MATMUL taken -> first activation row can enter
     commit: int = 3                #: last row out of the array -> readable, token pushed
-    st_first: int = 8              #: STORE taken -> first row into the write engine
+    st_first: int = 9              #: STORE taken -> first row into the write engine
     queue_depth: int = 4
     fetch_max: int = 8
 

@@ -222,7 +222,9 @@ REGISTERS: tuple[Register, ...] = (
              (Field("patch", 0, 8, ""), Field("minor", 8, 8, ""), Field("major", 16, 8, ""))),
     Register("CFG_ARRAY", 0x008, Access.RO, "systolic array shape",
              (Field("rows", 0, 9, "PE rows"), Field("cols", 9, 9, "PE columns"),
-              Field("dataflow", 18, 1, "0 weight-stationary, 1 output-stationary"))),
+              Field("dataflow", 18, 1, "0 weight-stationary, 1 output-stationary"),
+              Field("dvfs", 19, 1, "1: the DVFS/thermal controller and its registers "
+                    "(0x200-0x2FC) are built; 0: those offsets answer SLVERR"))),
     Register("CFG_WIDTHS", 0x00C, Access.RO, "datapath widths",
              (Field("in_width", 0, 8, "operand bits"), Field("acc_width", 8, 8,
                                                                "accumulator bits"),

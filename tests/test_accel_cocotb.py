@@ -74,7 +74,7 @@ def test_random_gemms_with_backpressure(name, sim, seed, rng):
     # Software discovers the configuration from the hardware.
     assert ph["ID"] == regs.ID_MAGIC
     assert regs.fields_of("CFG_ARRAY", ph["CFG_ARRAY"]) == {"rows": cfg.rows, "cols": cfg.cols,
-                                                            "dataflow": 0}
+                                                            "dataflow": 0, "dvfs": 0}
     assert regs.fields_of("CFG_WIDTHS", ph["CFG_WIDTHS"]) == {
         "in_width": 8, "acc_width": 32, "bus_bits": cfg.bus_bits}
     assert regs.fields_of("CFG_SP", ph["CFG_SP"]) == {"rows": cfg.sp_rows,

@@ -50,8 +50,8 @@ async def read(ctx, bus, addr):
     return data, resp
 
 
-def run(bench):
-    dut = CsrBlock(CONSTANTS)
+def run(bench, **kw):
+    dut = CsrBlock(CONSTANTS, **kw)
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     async def testbench(ctx):
@@ -78,6 +78,23 @@ def test_constants_rw_and_unmapped():
         assert await read(ctx, bus, 0xFFC) == (0, AxiResp.SLVERR)
 
     run(bench)
+
+
+def test_absent_range_answers_like_unmapped():
+    """A block left out of the build (the DVFS controller): its registers get no storage
+    and its offsets answer SLVERR; the rest of the map is unchanged."""
+    async def bench(ctx, dut):
+        bus = dut.bus
+        ctrl = regs.by_name("DVFS_CTRL").offset
+        assert not hasattr(dut, "dvfs_ctrl") and hasattr(dut, "iq_base")
+        assert await write(ctx, bus, ctrl, 3) == AxiResp.SLVERR
+        assert await read(ctx, bus, ctrl) == (0, AxiResp.SLVERR)
+        assert await read(ctx, bus, regs.by_name("DVFS_OPP0").offset) == (0, AxiResp.SLVERR)
+        assert await write(ctx, bus, regs.by_name("IQ_BASE").offset, 0x40) == AxiResp.OKAY
+        assert await read(ctx, bus, regs.by_name("IQ_BASE").offset) == (0x40, AxiResp.OKAY)
+        assert await read(ctx, bus, 0x000) == (regs.ID_MAGIC, AxiResp.OKAY)
+
+    run(bench, absent=(0x200, 0x300))
 
 
 def test_pulses_rw1c_and_irq():

@@ -71,6 +71,7 @@ def verilator():
 
 def test_registers_through_the_csr_port(verilator):
     s = verilator
+    assert regs.fields_of("CFG_ARRAY", s.csr_read(REG["CFG_ARRAY"]))["dvfs"] == 1
     assert s.csr_read(REG["DVFS_CTRL"]) & 3 == Governor.PERFORMANCE
     assert s.csr_read(REG["DVFS_OPP0"]) == OPPS[0][0] | OPPS[0][1] << 12
     s.csr_write(REG["DVFS_GOV_TUNE"], 70 | 30 << 8)

@@ -2,25 +2,30 @@
 
 import numpy as np
 import pytest
-from amaranth.hdl import Module
+from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import wiring
 from amaranth.sim import Simulator
 
 from llmchip.config import AcceleratorConfig
 from llmchip.rtl.accumulator import Accumulator
-from llmchip.rtl.execute import ExecError, ExecuteUnit
+from llmchip.rtl.execute import ExecError, ExecuteUnit, operand_terms
 from llmchip.rtl.scratchpad import Scratchpad
 from llmchip.sw import golden, isa
 
 
 class ExecHarness(wiring.Component):
-    """Scratchpad + execute unit + accumulator, with their free ports exposed."""
+    """Scratchpad + execute unit + accumulator, with their free ports exposed.
 
-    def __init__(self, cfg, sp_rows=64, acc_rows=32):
+    With ``prechecked``, the unit takes the operand-check products beside each instruction
+    (as in the accelerator, where its queue adds them): ``word`` is the instruction.
+    """
+
+    def __init__(self, cfg, sp_rows=64, acc_rows=32, prechecked=False):
         self.cfg, self.sp_rows, self.acc_rows = cfg, sp_rows, acc_rows
         self.sp = Scratchpad(max(cfg.rows, cfg.cols), sp_rows, 2)
         self.acc = Accumulator(cfg.cols, acc_rows, cfg.acc_width)
-        self.exe = ExecuteUnit(cfg, sp_rows, acc_rows)
+        self.exe = ExecuteUnit(cfg, sp_rows, acc_rows, prechecked=prechecked)
+        self.word = Signal(isa.INSN_BITS) if prechecked else self.exe.insn.payload
         super().__init__({})
 
     def elaborate(self, platform):
@@ -31,13 +36,16 @@ class ExecHarness(wiring.Component):
         wiring.connect(m, self.exe.sp_b_req, self.sp.b_req)
         wiring.connect(m, self.sp.b_resp, self.exe.sp_b_resp)
         wiring.connect(m, self.exe.acc_w, self.acc.w)
+        if self.exe.prechecked:
+            m.d.comb += self.exe.insn.payload.eq(Cat(self.word,
+                                                     operand_terms(self.cfg, self.word)))
         return m
 
 
 def run(cfg, sp_image, program, *, acc_rows=32, sp_rows=64, read_rows=0, tokens=None,
-        max_cycles=5000):
+        max_cycles=5000, prechecked=False):
     """Load the scratchpad, run the program, return (acc rows, stats)."""
-    dut = ExecHarness(cfg, sp_rows, acc_rows)
+    dut = ExecHarness(cfg, sp_rows, acc_rows, prechecked)
     exe, sp, acc = dut.exe, dut.sp, dut.acc
     out = {"rows": [], "busy_cycles": 0, "busy_at": [], "cycles": 0, "ld_push": 0, "st_push": 0,
            "tokens": [], "error": None}
@@ -57,7 +65,7 @@ def run(cfg, sp_image, program, *, acc_rows=32, sp_rows=64, read_rows=0, tokens=
                 ctx.set(exe.st_avail, cycle >= tokens.get("st_at", 0))
             ctx.set(exe.insn.valid, i < len(program))
             if i < len(program):
-                ctx.set(exe.insn.payload, program[i])
+                ctx.set(dut.word, program[i])
             took = i < len(program) and ctx.get(exe.insn.ready)
             if ctx.get(exe.array_busy):
                 out["busy_cycles"] += 1
@@ -165,9 +173,10 @@ def test_tiles_stream_back_to_back(rng):
      ExecError.BAD_OPERAND),
     (isa.encode("store", rows=1, cols=1), ExecError.BAD_OPCODE),
 ])
-def test_bad_instructions_are_refused(insn, err):
+@pytest.mark.parametrize("prechecked", [False, True])
+def test_bad_instructions_are_refused(insn, err, prechecked):
     cfg = AcceleratorConfig(rows=2, cols=2)
-    _, stats = run(cfg, {}, [insn])
+    _, stats = run(cfg, {}, [insn], prechecked=prechecked)
     assert stats["error"] is err
     assert stats["busy_cycles"] == 0
 
@@ -256,8 +265,9 @@ def random_scratchpad(cfg, rng, sp_rows):
     return golden.random_operands(rng, (sp_rows, max(cfg.rows, cfg.cols)))
 
 
-@pytest.mark.parametrize("rows, cols", [(1, 1), (2, 3), (3, 2), (4, 4)])
-def test_k_loops_match_numpy(rows, cols, rng):
+@pytest.mark.parametrize("rows, cols, prechecked", [(1, 1, False), (2, 3, False), (3, 2, True),
+                                                    (4, 4, False), (4, 4, True)])
+def test_k_loops_match_numpy(rows, cols, prechecked, rng):
     """Random K loops (rows below, at and above the array's rows; several k_steps, a_step
     and strides; accumulate on and off) interleaved with plain LOAD_W/MATMUL pairs."""
     cfg = AcceleratorConfig(rows=rows, cols=cols)
@@ -271,7 +281,7 @@ def test_k_loops_match_numpy(rows, cols, rng):
         program.append(random_loop(cfg, rng, int(t), sp_rows=sp_rows, acc_rows=acc_rows))
     program += random_pair(cfg, rng, sp_rows=sp_rows, acc_rows=acc_rows)
     got, stats = run(cfg, dict(enumerate(sp)), program, sp_rows=sp_rows, acc_rows=acc_rows,
-                     read_rows=acc_rows, max_cycles=20000)
+                     read_rows=acc_rows, max_cycles=20000, prechecked=prechecked)
     assert stats["error"] is None
     np.testing.assert_array_equal(got, reference(cfg, sp, program, acc_rows))
     matmuls = [i.fields for i in map(isa.decode, program) if i.op is isa.Opcode.MATMUL]
@@ -340,14 +350,15 @@ def test_k_loop_pops_once_and_pushes_once_at_the_end(rng):
     assert stats["tokens"] == s_seq["tokens"]
 
 
-def test_k_loop_ending_at_the_scratchpad_end_runs(rng):
+@pytest.mark.parametrize("prechecked", [False, True])
+def test_k_loop_ending_at_the_scratchpad_end_runs(prechecked, rng):
     """The range check is exact: a loop whose last weight row and last activation row are
     the scratchpad's last row is accepted."""
     cfg = AcceleratorConfig(rows=2, cols=2)
     sp = random_scratchpad(cfg, rng, 64)
     loop = [isa.encode("matmul", sp_addr=43, sp_stride=2, rows=3, acc_addr=29, k_steps=3,
                        w_addr=58, a_step=8)]          # 43 + 2 * 8 + 2 * 2 = 63
-    got, stats = run(cfg, dict(enumerate(sp)), loop, read_rows=32)
+    got, stats = run(cfg, dict(enumerate(sp)), loop, read_rows=32, prechecked=prechecked)
     assert stats["error"] is None
     np.testing.assert_array_equal(got, reference(cfg, sp, loop, 32))
 
