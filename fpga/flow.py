@@ -29,7 +29,7 @@ from llmchip.rtl.systolic import pe_mults
 from .targets import Target, get_target
 from .wrapper import PortWrapper, core_for
 
-__all__ = ["FLOW_VERSION", "TOPS", "run_flow", "count_resources", "mult_mapping"]
+__all__ = ["FLOW_VERSION", "ROUTERS", "TOPS", "run_flow", "count_resources", "mult_mapping"]
 
 #: Bumped when the flow's scripts or report format change (part of the cache key).
 FLOW_VERSION = 1
@@ -136,13 +136,21 @@ def _prepare(config: AcceleratorConfig, target: Target, top: str, freq_mhz: floa
     return plan.files[netlist], netlist, constraints, wrap
 
 
-def _nextpnr_args(target: Target, seed: int) -> list[str]:
+#: nextpnr routers, and the one used when none is asked for (per family; iCE40: nextpnr's
+#: own default, router1).
+ROUTERS = ("router1", "router2")
+_DEFAULT_ROUTER = {"ecp5": "router2"}
+
+
+def _nextpnr_args(target: Target, seed: int, router: str | None = None) -> list[str]:
+    router = router or _DEFAULT_ROUTER.get(target.family)
+    extra = ["--router", router] if router else []
     if target.family == "ecp5":
         size = target.part.split("-")[1].rstrip("F").lower()
         return [f"--{size}k", "--package", target.package, "--speed", target.speed,
-                "--lpf", "top.lpf", "--router", "router2"]
+                "--lpf", "top.lpf", *extra]
     return [f"--{target.part[5:].lower()}", "--package", target.package.lower(),
-            "--pcf", "top.pcf"]
+            "--pcf", "top.pcf", *extra]
 
 
 def _family_has_abc9(target: Target) -> bool:
@@ -169,13 +177,14 @@ def _run(argv: list[str], cwd: Path, log: Path, timeout: float | None, what: str
 
 
 def _flow_once(config: AcceleratorConfig, target: Target, top: str, seed: int,
-               freq_mhz: float, timeout: float | None, use_cache: bool) -> tuple[dict, Path]:
+               freq_mhz: float, timeout: float | None, use_cache: bool,
+               router: str | None = None) -> tuple[dict, Path]:
     """Run (or fetch from the cache) one synthesis + P&R; return (report, its folder)."""
     text, netlist, constraints, wrap = _prepare(config, target, top, freq_mhz)
     script = (f"read_rtlil {netlist}\n{_SYNTH[target.family]}\n"
               "tee -q -o stat.json stat -json\n"
               + ("" if target.family == "xc7" else "write_json top.json\n"))
-    pnr_args = _nextpnr_args(target, seed) if target.pnr else []
+    pnr_args = _nextpnr_args(target, seed, router) if target.pnr else []
     key_src = json.dumps({"flow": FLOW_VERSION, "design": hashlib.sha256(text.encode()).hexdigest(),
                           "constraints": constraints, "script": script, "pnr": pnr_args,
                           "seed": seed, "freq": freq_mhz, "target": target.summary(),
@@ -281,7 +290,8 @@ def _flow_once(config: AcceleratorConfig, target: Target, top: str, seed: int,
 
 def run_flow(config: AcceleratorConfig, target, *, top: str = "array",
              out_dir: str | Path | None = None, seed: int = 1, freq_mhz: float | None = None,
-             timeout: float | None = None, use_cache: bool = True) -> dict:
+             timeout: float | None = None, use_cache: bool = True,
+             router: str | None = None) -> dict:
     """Synthesize (and place and route) ``config`` on ``target``; return the report.
 
     Parameters
@@ -304,6 +314,10 @@ def run_flow(config: AcceleratorConfig, target, *, top: str = "array",
         Seconds allowed per tool run (``TimeoutError`` beyond).
     use_cache : bool
         Reuse an earlier identical run.
+    router : {"router1", "router2"}, optional
+        nextpnr's router; by default router2 on ECP5 (fast on the arrays) and nextpnr's
+        own default on iCE40. On ECP5 router1 finishes accelerators that router2 does not
+        (its congestion negotiation stalls on them).
 
     Returns
     -------
@@ -317,7 +331,7 @@ def run_flow(config: AcceleratorConfig, target, *, top: str = "array",
     TypeError
         If ``config`` is not an :class:`AcceleratorConfig`.
     ValueError
-        If the target, top or seed is invalid.
+        If the target, top, seed or router is invalid.
     RuntimeError
         If a tool fails for a reason other than the design not fitting.
     """
@@ -327,13 +341,15 @@ def run_flow(config: AcceleratorConfig, target, *, top: str = "array",
     if top not in TOPS:
         raise ValueError(f"top must be one of {', '.join(TOPS)}, not {top!r}")
     check_int("seed", seed, 0, 2**31 - 1)
+    if router is not None and router not in ROUTERS:
+        raise ValueError(f"router must be one of {', '.join(ROUTERS)}, not {router!r}")
     if freq_mhz is None:
         freq_mhz = tgt.freq_mhz
     elif isinstance(freq_mhz, bool) or not isinstance(freq_mhz, (int, float)) or freq_mhz <= 0:
         raise ValueError(f"freq_mhz must be a positive number, not {freq_mhz!r}")
 
     t0 = time.perf_counter()
-    report, folder = _flow_once(config, tgt, top, seed, freq_mhz, timeout, use_cache)
+    report, folder = _flow_once(config, tgt, top, seed, freq_mhz, timeout, use_cache, router)
     attempts = [report["cache_key"]]
     if config.mult == "auto":
         # Per-PE hard multipliers at this operand width; the rest (other blocks) stays.
@@ -348,7 +364,7 @@ def run_flow(config: AcceleratorConfig, target, *, top: str = "array",
             resolved = (config.replace(mult="lut") if keep == 0
                         else config.replace(mult="hybrid", dsp_pes=keep))
             report, folder = _flow_once(resolved, tgt, top, seed, freq_mhz, timeout,
-                                        use_cache)
+                                        use_cache, router)
             attempts.append(report["cache_key"])
         report["mult_mapping"]["requested"] = "auto"
         report["resolved_config"] = report["config"]

@@ -35,6 +35,9 @@ def add_parser(sub) -> None:
                    help="nextpnr clock target (default: the target's)")
     p.add_argument("--timeout", type=float, default=None, metavar="S",
                    help="seconds allowed per tool run")
+    p.add_argument("--router", choices=("router1", "router2"), default=None,
+                   help="nextpnr router (default: router2 on ECP5, which is fast on arrays; "
+                        "router1 finishes full accelerators that router2 does not)")
     p.add_argument("--no-cache", action="store_true", help="run the tools even if cached")
     _add_config_args(p, sp_rows=1024)
     p.set_defaults(func=_cmd_fpga, command="fpga")
@@ -95,7 +98,7 @@ def _cmd_fpga(args: argparse.Namespace) -> int:
     try:
         report = run_flow(cfg, target, top=args.top, out_dir=args.out, seed=args.seed,
                           freq_mhz=args.freq, timeout=args.timeout,
-                          use_cache=not args.no_cache)
+                          use_cache=not args.no_cache, router=args.router)
     except ValueError as exc:     # a config the chosen top cannot build
         raise _UsageError(str(exc)) from None
     except RuntimeError as exc:   # a tool failed: its log is named in the message

@@ -53,6 +53,12 @@ def test_ecp5_tiny_array_dsp_and_lut(cache, tmp_path):
     again = run_flow(cfg, "ecp5-85k")
     assert again["cached"] is True and again["luts"] == r["luts"]
 
+    # The router is part of the run (and of its cache key): router2 by default on ECP5.
+    assert "Running router2" in (tmp_path / "dsp" / "nextpnr.log").read_text()
+    r1 = run_flow(cfg, "ecp5-85k", router="router1", out_dir=tmp_path / "r1")
+    assert r1["fits"] and r1["cached"] is False and r1["luts"] == r["luts"]
+    assert "Running router2" not in (tmp_path / "r1" / "nextpnr.log").read_text()
+
 
 def test_ice40_auto_fills_the_dsps_then_uses_luts(cache):
     cfg = AcceleratorConfig(rows=3, cols=3, pipeline="mult")
@@ -89,6 +95,8 @@ def test_bad_arguments_are_refused():
         run_flow({"rows": 2}, "ecp5-85k")
     with pytest.raises(ValueError, match="seed must be between"):
         run_flow(cfg, "ecp5-85k", seed=-1)
+    with pytest.raises(ValueError, match="router must be one of router1, router2, not 'r3'"):
+        run_flow(cfg, "ecp5-85k", router="r3")
 
 
 def test_resource_counting_per_family():
@@ -125,6 +133,7 @@ def test_cli_json_and_table(cache, tmp_path, capsys):
      "dsp_pes must be between 0 and 64, not 65"),
     (["--target", "ecp5-85k", "--top", "accelerator", "--dataflow", "os"],
      "--dataflow must be ws"),
+    (["--target", "ecp5-85k", "--router", "router3"], "invalid choice: 'router3'"),
 ])
 def test_cli_bad_input_exits_2(argv, text, capsys):
     with pytest.raises(SystemExit) as info:
