@@ -115,24 +115,31 @@ class PostProcessor(wiring.Component):
         ow = self.out_width
         hi = (1 << (ow - 1)) - 1
         lo_min = -(1 << (ow - 1))
-        zp = self.zero_point
-        # zero_point is an out_width-bit value, so it is already >= lo_min.
+        # Parameters are stable from a row's acceptance until it leaves, and each stage
+        # reads them at least one cycle after the acceptance: so they are registered on
+        # the way in (no logic between the holding registers and a stage's arithmetic, and
+        # the multiplier operands can sit in the hard multipliers' input registers).
+        zp = Signal(signed(ow))
         lo = Signal(signed(ow))
-        m.d.comb += lo.eq(Mux(self.relu, zp, lo_min))
+        # zero_point is an out_width-bit value, so it is already >= lo_min.
+        m.d.sync += [zp.eq(self.zero_point), lo.eq(Mux(self.relu, self.zero_point, lo_min))]
 
         for j in range(self.lanes):
             x = Signal(signed(32), name=f"x{j}")
+            mult = Signal(unsigned(31), name=f"mult{j}")     # read by stage 2
+            s = Signal(range(MAX_SHIFT + 1), name=f"s{j}")   # read by stage 4
+            m.d.sync += [mult.eq(self.mult[j]),
+                         s.eq(Mux(self.shift[j] > MAX_SHIFT, MAX_SHIFT, self.shift[j]))]
             # x * mult = (xh * 2**16 + xl) * (mh * 2**16 + ml), each factor at most 17 bits
             # signed: one 18 x 18 multiplier per partial product.
             xl, xh = x[:16], x[16:].as_signed()
-            ml, mh = self.mult[j][:16], self.mult[j][16:]
+            ml, mh = mult[:16], mult[16:]
             pp_ll = Signal(unsigned(32), name=f"pp_ll{j}")
             pp_lh = Signal(signed(33), name=f"pp_lh{j}")   # xl * mh: 16 x 15 bits
             pp_hl = Signal(signed(33), name=f"pp_hl{j}")   # xh * ml
             pp_hh = Signal(signed(31), name=f"pp_hh{j}")
             p = Signal(signed(63), name=f"p{j}")
             y = Signal(signed(63), name=f"y{j}")
-            s = Signal(range(MAX_SHIFT + 1), name=f"s{j}")
             twice = Signal(signed(64), name=f"twice{j}")
             half_up = Signal(signed(64), name=f"half_up{j}")
             z = Signal(signed(64), name=f"z{j}")
@@ -140,7 +147,6 @@ class PostProcessor(wiring.Component):
             narrow = Signal(signed(self.out_width), name=f"narrow{j}")
             out = Signal(signed(self.out_width), name=f"out{j}")
             m.d.comb += [
-                s.eq(Mux(self.shift[j] > MAX_SHIFT, MAX_SHIFT, self.shift[j])),
                 # floor((p + 2**(s-1)) / 2**s) == floor((floor(2p / 2**s) + 1) / 2), and
                 # for s == 0 this is (2p + 1) >> 1 == p: one shifter, no rounding constant.
                 twice.eq(p << 1),

@@ -55,8 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pipeline", default="mult2",
                    help="pipelined variant compared with 'none' (default mult2)")
     p.add_argument("--tops", default="array,accelerator")
+    p.add_argument("--variants", default=None,
+                   help="comma-separated pipelines of the ecp5 section (default: "
+                        "--pipeline, then none)")
     p.add_argument("--targets", default=",".join(LARGEST))
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds per tool run")
+    p.add_argument("--accelerator-router", default="router1", choices=("router1", "router2"),
+                   help="nextpnr router for the accelerator top (default router1: router2's "
+                        "congestion negotiation stalls on it); arrays use the flow's default")
     p.add_argument("--json", type=Path, default=Path("bench_fpga.json"))
     args = p.parse_args(argv)
 
@@ -65,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def run(cfg: AcceleratorConfig, target: str, top: str) -> dict:
         t0 = time.perf_counter()
-        r = run_flow(cfg, target, top=top, timeout=args.timeout)
+        router = args.accelerator_router if top == "accelerator" else None
+        r = run_flow(cfg, target, top=top, timeout=args.timeout, router=router)
         r["bench_wall_s"] = round(time.perf_counter() - t0, 1)
         reports.append(r)
         print(_row(r), flush=True)
@@ -75,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     sections = args.sections.split(",")
     if "ecp5" in sections:
         # The pipelined variant first: it is the one the goals are about.
-        for pipeline in (args.pipeline, "none"):
+        variants = args.variants.split(",") if args.variants else [args.pipeline, "none"]
+        for pipeline in variants:
             for top in args.tops.split(","):
                 for n in (int(s) for s in args.sizes.split(",")):
                     run(AcceleratorConfig(rows=n, cols=n, pipeline=pipeline), "ecp5-85k",
