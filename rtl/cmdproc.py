@@ -94,8 +94,13 @@ class CommandProcessor(wiring.Component):
                                  self.iq_size - head))   # up to the ring's end
         room = Signal(range(depth + 1))
         m.d.comb += room.eq(depth - ibuf.level - pending)
+        # The fetch size comes from a register, computed from the previous cycle's state,
+        # so the ring arithmetic is not in series with the read arbiter. The value is
+        # never too large: the tail only advances, the head and `pending` change only
+        # when a fetch is accepted (and `fetching` then blocks the next one until well
+        # after), and the buffer's room only grows between two cycles.
         count = Signal(range(depth + 1))
-        m.d.comb += count.eq(Mux(avail < room, avail, room))
+        m.d.sync += count.eq(Mux(avail < room, avail, room))
         cmd = Signal(dma_cmd_layout(self.addr_width))
         m.d.comb += [
             cmd.addr.eq(self.iq_base + (head << 4)),
