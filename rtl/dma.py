@@ -356,19 +356,22 @@ class _BurstIssuer(wiring.Component):
         def load_row(addr, lm_, nout_m1_):
             t = Signal(s + 1, name="row_t")
             m.d.comb += t.eq(addr[:s] + lm_)
+            first_block = mb - addr[s:s + (mb - 1).bit_length()] if mb > 1 else 1
             return [
-                beat.eq(addr[s:]), o.eq(addr[:s]), extra.eq(t[s]),
+                beat.eq(addr[s:]), o.eq(addr[:s]), extra.eq(t[s]), in_block.eq(first_block),
                 tail.eq(t[:s] if self._write else lm_),
                 beats_left.eq(nout_m1_ + 1 + t[s]), row_first.eq(1),
             ]
 
         # Widths match wherever two signals are compared (Verilator -Wall).
-        in_block = Signal(nbits)          # beats left before the next max_burst boundary
+        # Beats left before the next max_burst boundary: a register kept beside `beat`
+        # (set with each row's first beat; a burst that stops at the boundary leaves
+        # max_burst), so no subtraction precedes the burst's length.
+        in_block = Signal(nbits, init=mb)
         blen = Signal(nbits)
         blen_c = Signal.like(self.credit)
         row_end = Signal()
         m.d.comb += [
-            in_block.eq(mb - beat[:(mb - 1).bit_length()] if mb > 1 else 1),
             row_end.eq(beats_left <= in_block),
             blen.eq(Mux(row_end, beats_left, in_block)),
             blen_c.eq(blen),
@@ -402,6 +405,7 @@ class _BurstIssuer(wiring.Component):
                 beat.eq(beat + blen),
                 beats_left.eq(beats_left - blen),
                 row_first.eq(0),
+                in_block.eq(mb),     # the row goes on from a max_burst boundary
             ]
             with m.If(row_end):
                 m.d.sync += rows_left.eq(rows_left - 1)
@@ -558,7 +562,9 @@ class AxiDma(wiring.Component):
                                                depth=cfg.row_queue)
 
         bursts = Signal(range(cfg.max_outstanding + 1), name="rd_bursts")
-        reserved = Signal(range(depth + 1), name="rd_reserved")  # buffer beats promised
+        # Buffer beats not yet promised to an issued burst (a register, so the issuer's
+        # check of a burst against it is one comparison of registers).
+        credit = Signal(range(depth + 1), name="rd_credit", init=depth)
         pop = Signal()
         quiet = Signal()
         mode, pending = self._abort_control(m, "rd", self.rd_cmd, self.rd_done, quiet)
@@ -579,14 +585,14 @@ class AxiDma(wiring.Component):
             bus.arvalid.eq(issuer.ax.valid),
             issuer.ax.ready.eq(bus.arready),
             issuer.room.eq(bursts < cfg.max_outstanding),
-            issuer.credit.eq(depth - reserved),
+            issuer.credit.eq(credit),
             rowq.w_data.eq(issuer.row.payload),
             rowq.w_en.eq(issuer.row.valid),
             issuer.row.ready.eq(rowq.w_rdy),
         ]
         m.d.sync += [
             bursts.eq(bursts + issuer.issued - r_last),
-            reserved.eq(reserved + Mux(issuer.issued, issuer.issued_beats, 0) - pop),
+            credit.eq(credit - Mux(issuer.issued, issuer.issued_beats, 0) + pop),
         ]
 
         # R channel: space was reserved before the burst was issued, so rready stays high.
