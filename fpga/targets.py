@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Target", "TARGETS", "get_target"]
+__all__ = ["Target", "TARGETS", "ROUTERS", "get_target"]
+
+#: nextpnr's routers (``--router``).
+ROUTERS = ("router1", "router2")
 
 
 @dataclass(frozen=True)

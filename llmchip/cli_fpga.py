@@ -15,7 +15,7 @@ __all__ = ["add_parser", "format_report"]
 def add_parser(sub) -> None:
     """Add the ``fpga`` subcommand to the ``sub`` subparsers."""
     from .cli import _add_config_args
-    from .fpga.targets import TARGETS
+    from .fpga.targets import ROUTERS, TARGETS
 
     p = sub.add_parser(
         "fpga", help="synthesize, place and route; report resources and Fmax",
@@ -35,7 +35,7 @@ def add_parser(sub) -> None:
                    help="nextpnr clock target (default: the target's)")
     p.add_argument("--timeout", type=float, default=None, metavar="S",
                    help="seconds allowed per tool run")
-    p.add_argument("--router", choices=("router1", "router2"), default=None,
+    p.add_argument("--router", choices=ROUTERS, default=None,
                    help="nextpnr router (default: router2 on ECP5, which is fast on arrays; "
                         "router1 finishes full accelerators that router2 does not)")
     p.add_argument("--no-cache", action="store_true", help="run the tools even if cached")

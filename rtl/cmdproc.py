@@ -46,9 +46,8 @@ class CommandProcessor(wiring.Component):
         self.bus_bytes, self.addr_width, self.queue_depth = bus_bytes, addr_width, queue_depth
         self.ex_terms = ex_terms
         insn = stream.Signature(unsigned(isa.INSN_BITS))
-        self._ex_side_bits = 0 if ex_terms is None else len(
-            Value.cast(ex_terms(Signal(isa.INSN_BITS))))
-        ex_insn = stream.Signature(unsigned(isa.INSN_BITS + self._ex_side_bits))
+        side_bits = 0 if ex_terms is None else len(Value.cast(ex_terms(Signal(isa.INSN_BITS))))
+        ex_insn = stream.Signature(unsigned(isa.INSN_BITS + side_bits))
         super().__init__({
             "iq_base": In(32), "iq_size": In(32), "iq_tail": In(32),
             "doorbell": In(1),

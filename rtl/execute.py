@@ -70,9 +70,14 @@ def operand_terms(config: AcceleratorConfig, word) -> Value:
     mm = data.View(isa.layout(isa.Opcode.MATMUL), word)
     lw = data.View(isa.layout(isa.Opcode.LOAD_W), word)
     is_lw = word[:4] == isa.Opcode.LOAD_W
-    span = Mux(is_lw, (R - 1) * lw.sp_stride, (mm.rows - 1)[:14] * mm.sp_stride)
     last_step = Mux(mm.k_steps != 0, (mm.k_steps - 1)[:12], 0)
-    return Cat(span[:30], (last_step * mm.a_step)[:28], (mm.k_steps * R)[:12 + R.bit_length()])
+    terms = {
+        "span": Mux(is_lw, (R - 1) * lw.sp_stride, (mm.rows - 1)[:14] * mm.sp_stride),
+        "a_last": last_step * mm.a_step,
+        "w_end": mm.k_steps * R,
+    }
+    layout = terms_layout(config)
+    return Cat(*(terms[name][:shape.width] for name, shape in layout))
 
 
 class ExecuteUnit(wiring.Component):

@@ -64,9 +64,8 @@ class PostProcessor(wiring.Component):
     ``o`` in cycle ``t + 5`` (:attr:`latency`), and a row is accepted every cycle.
     ``o.valid`` comes straight from a register. ``i.ready`` is low only while all five
     stages hold rows and ``o.ready`` is low, so it depends combinationally on
-    ``o.ready``. While ``o`` is stalled, its row
-    stays unchanged and the stages behind it keep their rows and fill their gaps, so no
-    row is lost or repeated.
+    ``o.ready``. While ``o`` is stalled, its row stays unchanged and the stages behind it
+    keep their rows and fill their gaps, so no row is lost or repeated.
     """
 
     #: Cycles from a row's acceptance on ``i`` to its appearance on ``o``, unstalled.

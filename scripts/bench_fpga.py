@@ -22,6 +22,7 @@ from pathlib import Path
 
 from llmchip.config import AcceleratorConfig
 from llmchip.fpga import TARGETS, run_flow
+from llmchip.fpga.targets import ROUTERS
 
 #: Square sizes tried per target for "largest", ascending.
 LARGEST = {"ice40-up5k": [2, 3, 4, 5, 6], "xc7a100t": [16, 24, 32],
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                         "--pipeline, then none)")
     p.add_argument("--targets", default=",".join(LARGEST))
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds per tool run")
-    p.add_argument("--accelerator-router", default="router1", choices=("router1", "router2"),
+    p.add_argument("--accelerator-router", default="router1", choices=ROUTERS,
                    help="nextpnr router for the accelerator top (default router1: router2's "
                         "congestion negotiation stalls on it); arrays use the flow's default")
     p.add_argument("--json", type=Path, default=Path("bench_fpga.json"))
