@@ -214,13 +214,16 @@ class Accelerator(wiring.Component):
         wiring.connect(m, dma.bus, bridge.core)
         wiring.connect(m, wiring.flipped(self.bus), bridge.bus)
         m.d.comb += bridge.en.eq(en)
-        # The execute queue carries each instruction's operand-check products.
-        cp = unit("cmdproc", CommandProcessor(
-            B, ADDR_BITS, ex_terms=lambda word: operand_terms(cfg, word)))
         lu = unit("load", LoadUnit(cfg, cfg.sp_rows, cfg.acc_rows, cfg.param_rows, B,
-                                   ADDR_BITS))
+                                   ADDR_BITS, prechecked=True))
         eu = unit("execute", ExecuteUnit(cfg, cfg.sp_rows, cfg.acc_rows, prechecked=True))
-        su = unit("store", StoreUnit(cfg, cfg.acc_rows, cfg.param_rows, B, ADDR_BITS))
+        su = unit("store", StoreUnit(cfg, cfg.acc_rows, cfg.param_rows, B, ADDR_BITS,
+                                     prechecked=True))
+        # Each queue carries its instructions' operand checks (for the execute unit, the
+        # check's products), computed as the instruction is queued.
+        cp = unit("cmdproc", CommandProcessor(
+            B, ADDR_BITS, ex_terms=lambda word: operand_terms(cfg, word),
+            ld_terms=lu.operand_ok, st_terms=su.operand_ok))
         # The memories' contents survive a soft reset, their pipelines do not: a read that
         # the execute or store unit issues as it is reset must not answer the reset unit.
         sp = unit("sp", Scratchpad(cfg.sp_row_bytes, cfg.sp_rows, cfg.sp_banks))

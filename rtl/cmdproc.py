@@ -33,21 +33,22 @@ class CommandProcessor(wiring.Component):
         DRAM address width.
     queue_depth : int
         Instructions buffered per queue.
-    ex_terms : callable, optional
-        ``ex_terms(word) -> Value``: side bits computed from each execute-queue
-        instruction as it is queued and delivered above its 128 bits on ``ex_insn``
-        (the execute unit's operand-check products, one stage ahead of their use).
+    ex_terms, ld_terms, st_terms : callable, optional
+        ``f(word) -> Value``: side bits computed from each instruction of that queue as it
+        is queued, and delivered above its 128 bits on ``ex_insn``, ``ld_insn`` or
+        ``st_insn`` (the units' operand checks, one stage ahead of their use).
     """
 
     FETCH_MAX = 8  #: instructions fetched per DMA command at most
 
     def __init__(self, bus_bytes: int, addr_width: int = 32, queue_depth: int = 4, *,
-                 ex_terms=None):
+                 ex_terms=None, ld_terms=None, st_terms=None):
         self.bus_bytes, self.addr_width, self.queue_depth = bus_bytes, addr_width, queue_depth
-        self.ex_terms = ex_terms
-        insn = stream.Signature(unsigned(isa.INSN_BITS))
-        side_bits = 0 if ex_terms is None else len(Value.cast(ex_terms(Signal(isa.INSN_BITS))))
-        ex_insn = stream.Signature(unsigned(isa.INSN_BITS + side_bits))
+        self.terms = {"ld": ld_terms, "ex": ex_terms, "st": st_terms}
+        ports = {}
+        for name, f in self.terms.items():
+            side_bits = 0 if f is None else len(Value.cast(f(Signal(isa.INSN_BITS))))
+            ports[name] = stream.Signature(unsigned(isa.INSN_BITS + side_bits))
         super().__init__({
             "iq_base": In(32), "iq_size": In(32), "iq_tail": In(32),
             "doorbell": In(1),
@@ -55,7 +56,8 @@ class CommandProcessor(wiring.Component):
             "rd_cmd": Out(stream.Signature(dma_cmd_layout(addr_width))),
             "rd_data": In(stream.Signature(dma_data_layout(bus_bytes))),
             "rd_done": In(stream.Signature(dma_done_layout())),
-            "ld_insn": Out(insn), "ex_insn": Out(ex_insn), "st_insn": Out(insn),
+            "ld_insn": Out(ports["ld"]), "ex_insn": Out(ports["ex"]),
+            "st_insn": Out(ports["st"]),
             "ld_busy": In(1), "ex_busy": In(1), "st_busy": In(1),
             "ld_error": In(8), "ex_error": In(8), "st_error": In(8),
             "busy": Out(1), "done": Out(1),
@@ -193,7 +195,7 @@ class CommandProcessor(wiring.Component):
                         m.d.comb += [dispatch.eq(1), q.w_en.eq(1)]
                         m.d.sync += last_index[name].eq(index)
         for name, q in queues.items():
-            side = self.ex_terms(ibuf.r_data) if name == "ex" and self.ex_terms else []
+            side = self.terms[name](ibuf.r_data) if self.terms[name] else []
             m.d.comb += q.w_data.eq(Cat(ibuf.r_data, side))
         m.d.comb += ibuf.r_en.eq(dispatch)
         with m.If(dispatch):

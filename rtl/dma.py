@@ -558,8 +558,15 @@ class AxiDma(wiring.Component):
 
         check, issuer = self._front(m, "rd", self.rd_cmd, write=False)
         m.submodules.rd_buffer = buf = SyncFIFOBuffered(width=d_bits + 2, depth=depth)
-        m.submodules.rd_rows = rowq = SyncFIFO(width=_row_layout(cfg).size,
-                                               depth=cfg.row_queue)
+        # The buffer's head moves into a small queue of registers first: block RAM's
+        # output is slow, and the realigner's shifter and selects follow it.
+        m.submodules.rd_stage = stg = SyncFIFOBuffered(width=d_bits + 2, depth=3)
+        m.d.comb += [stg.w_data.eq(buf.r_data), stg.w_en.eq(buf.r_rdy),
+                     buf.r_en.eq(stg.w_rdy)]
+        # Buffered: the row descriptor at the head comes from a register, not through the
+        # queue's memory (descriptors are written as bursts issue, long before their data).
+        m.submodules.rd_rows = rowq = SyncFIFOBuffered(width=_row_layout(cfg).size,
+                                                       depth=cfg.row_queue)
 
         bursts = Signal(range(cfg.max_outstanding + 1), name="rd_bursts")
         # Buffer beats not yet promised to an issued burst (a register, so the issuer's
@@ -571,7 +578,8 @@ class AxiDma(wiring.Component):
         m.d.comb += [
             check.flush.eq(mode),
             issuer.flush.eq(mode),
-            quiet.eq(~(bursts.any() | buf.level.any() | rowq.level.any() | issuer.busy)),
+            quiet.eq(~(bursts.any() | buf.level.any() | stg.level.any() | rowq.level.any()
+                       | issuer.busy)),
         ]
 
         # AR channel and the bookkeeping that bounds it.
@@ -612,19 +620,26 @@ class AxiDma(wiring.Component):
         # unaligned rows cost no extra cycle; that beat's error belongs to the next bus row
         # and waits in `carry` (rows in between are not bus rows and have no bus beats).
         d = _row_layout(cfg)(rowq.r_data)
-        cur = buf.r_data[:d_bits]
+        cur = stg.r_data[:d_bits]
         beat_err = Signal(3)
-        m.d.comb += beat_err.eq(_resp_error(buf.r_data[d_bits:]))
+        m.d.comb += beat_err.eq(_resp_error(stg.r_data[d_bits:]))
 
         have_prev = Signal()
         prev = Signal(d_bits)
         carry = Signal(3)
         oi = Signal(cfg.row_beats_width)             # stream beat index in the row
         err_acc = Signal(3)
+        # The output stage and a skid register behind it: the realigner emits while the
+        # skid is empty, so whether it may go does not wait for the consumer's `ready`.
         out_valid, out_last = Signal(), Signal()
         out_err = Signal(3)                          # completion code, with a `last` beat
         out_data = Signal(d_bits)
         out_bytes = Signal(range(nb + 1))
+        sk_valid, sk_last = Signal(), Signal()
+        sk_err = Signal(3)
+        sk_data = Signal(d_bits)
+        sk_bytes = Signal(range(nb + 1))
+        taken = Signal()
         done = self.rd_done
 
         bus_row = Signal()
@@ -647,9 +662,9 @@ class AxiDma(wiring.Component):
             flush.eq(bus_row & have_prev & last_out & ~d.extra),
             none_row.eq(d.kind == _Kind.NONE),
             emits.eq(~absorb & ~none_row),
-            last_held.eq(out_valid & out_last),
-            go.eq(~mode & rowq.r_rdy & (~consumes | buf.r_rdy)
-                  & (~emits | ~out_valid | (self.rd_data.valid & self.rd_data.ready))
+            last_held.eq((out_valid & out_last) | (sk_valid & sk_last)),
+            taken.eq(self.rd_data.valid & self.rd_data.ready),
+            go.eq(~mode & rowq.r_rdy & (~consumes | stg.r_rdy) & (~emits | ~sk_valid)
                   & (~none_row | (~last_held & (~done.valid | done.ready)))),
             new_err.eq(_first(err_acc, _first(Mux(bus_row, carry, 0),
                                               Mux(consumes, beat_err, 0)))),
@@ -664,26 +679,36 @@ class AxiDma(wiring.Component):
             keep = bus_row & (~last_out | (d.tail >= k)) if k else bus_row
             m.d.comb += beat_data[8 * k:8 * k + 8].eq(Mux(keep, shifted[8 * k:8 * k + 8], 0))
 
-        with m.If(self.rd_data.valid & self.rd_data.ready):
-            m.d.sync += out_valid.eq(0)
+        with m.If(taken):
+            m.d.sync += [out_valid.eq(sk_valid), sk_valid.eq(0)]
+            with m.If(sk_valid):
+                m.d.sync += [out_data.eq(sk_data), out_last.eq(sk_last), out_err.eq(sk_err),
+                             out_bytes.eq(sk_bytes)]
 
         with m.If(mode):
-            m.d.comb += [buf.r_en.eq(1), rowq.r_en.eq(1)]
-            m.d.sync += [out_valid.eq(0), have_prev.eq(0), oi.eq(0), err_acc.eq(0),
-                         carry.eq(0)]
+            m.d.comb += [stg.r_en.eq(1), rowq.r_en.eq(1)]
+            m.d.sync += [out_valid.eq(0), sk_valid.eq(0), have_prev.eq(0), oi.eq(0),
+                         err_acc.eq(0), carry.eq(0)]
         with m.Elif(go):
-            m.d.comb += buf.r_en.eq(consumes)
+            m.d.comb += stg.r_en.eq(consumes)
             with m.If(bus_row):
                 m.d.sync += carry.eq(0)
             with m.If(absorb):
                 m.d.sync += [prev.eq(cur), have_prev.eq(1), err_acc.eq(new_err)]
             with m.Else():
                 with m.If(emits):
-                    m.d.sync += [
-                        out_valid.eq(1), out_data.eq(beat_data), out_last.eq(cmd_end),
-                        out_err.eq(_first(new_err, d.err)),
-                        out_bytes.eq(Mux(bus_row, Mux(last_out, d.tail + 1, nb), 0)),
-                    ]
+                    # `go` left the skid empty: the beat goes to the output stage if that is
+                    # free at the clock edge, else behind it.
+                    beat = (beat_data, cmd_end, _first(new_err, d.err),
+                            Mux(bus_row, Mux(last_out, d.tail + 1, nb), 0))
+                    with m.If(out_valid & ~taken):
+                        m.d.sync += [sk_valid.eq(1),
+                                     *(r.eq(v) for r, v in zip(
+                                         (sk_data, sk_last, sk_err, sk_bytes), beat))]
+                    with m.Else():
+                        m.d.sync += [out_valid.eq(1),
+                                     *(r.eq(v) for r, v in zip(
+                                         (out_data, out_last, out_err, out_bytes), beat))]
                 with m.If(consumes):
                     m.d.sync += prev.eq(cur)
                 with m.If(last_out | none_row):
@@ -691,8 +716,8 @@ class AxiDma(wiring.Component):
                     m.d.sync += oi.eq(0)
                     with m.If(bus_row):
                         m.d.sync += have_prev.eq(0)
-                    with m.If(flush & buf.r_rdy):
-                        m.d.comb += buf.r_en.eq(1)
+                    with m.If(flush & stg.r_rdy):
+                        m.d.comb += stg.r_en.eq(1)
                         m.d.sync += [prev.eq(cur), have_prev.eq(1), carry.eq(beat_err)]
                 with m.Else():
                     m.d.sync += oi.eq(oi + 1)
@@ -702,7 +727,7 @@ class AxiDma(wiring.Component):
                     m.d.sync += err_acc.eq(0)
                 with m.Else():
                     m.d.sync += err_acc.eq(new_err)
-        m.d.comb += pop.eq(buf.r_en & buf.r_rdy)
+        m.d.comb += pop.eq(buf.r_en & buf.r_rdy)   # the beat left the buffer's credit
 
         # A command completes when its last beat is taken. That beat is offered only while
         # the completion register is free, and nothing else can load the register meanwhile
@@ -728,11 +753,15 @@ class AxiDma(wiring.Component):
         mo = cfg.max_outstanding
 
         check, issuer = self._front(m, "wr", self.wr_cmd, write=True)
-        m.submodules.wr_rows = rowq = SyncFIFO(width=_row_layout(cfg).size,
-                                               depth=cfg.row_queue)
+        # The row descriptor and the burst length at the queues' heads come from registers
+        # (buffered queues): they decide whether the W path takes a beat.
+        m.submodules.wr_rows = rowq = SyncFIFOBuffered(width=_row_layout(cfg).size,
+                                                       depth=cfg.row_queue)
         # Bursts whose address was accepted (W beats may follow), and bursts whose W beats
         # were all sent (a B response will follow) or commands that need no response.
-        m.submodules.wr_bursts = bq = SyncFIFO(width=8, depth=max(2, mo))
+        # Its writes are not checked against `w_rdy` (at most `mo` bursts are outstanding);
+        # a buffered queue holds one entry less while it refills its output register.
+        m.submodules.wr_bursts = bq = SyncFIFOBuffered(width=8, depth=max(2, mo) + 1)
         m.submodules.wr_resps = cq = SyncFIFO(width=_RESP_LAYOUT.size, depth=mo + 2)
 
         bursts = Signal(range(mo + 1), name="wr_bursts")

@@ -15,7 +15,7 @@ The DMA answers commands in order, so both heads only move forward.
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -61,6 +61,9 @@ class LoadUnit(wiring.Component):
         DRAM address width.
     max_loads : int
         Most LOADs in flight (taken and not completed), a power of two from 2 to 64.
+    prechecked : bool
+        ``insn`` carries :meth:`operand_ok` of the instruction in the bit above
+        ``isa.INSN_BITS`` (computed where it was queued); otherwise the unit computes it.
 
     Raises
     ------
@@ -69,7 +72,8 @@ class LoadUnit(wiring.Component):
     """
 
     def __init__(self, config: AcceleratorConfig, sp_rows: int, acc_rows: int,
-                 param_rows: int, bus_bytes: int, addr_width: int = 32, max_loads: int = 8):
+                 param_rows: int, bus_bytes: int, addr_width: int = 32, max_loads: int = 8,
+                 prechecked: bool = False):
         try:
             check_int("max_loads", max_loads, 2, 64)
         except (TypeError, ValueError) as exc:
@@ -80,6 +84,7 @@ class LoadUnit(wiring.Component):
         self.config, self.bus_bytes, self.addr_width = config, bus_bytes, addr_width
         self.sp_rows, self.acc_rows, self.param_rows = sp_rows, acc_rows, param_rows
         self.max_loads = max_loads
+        self.prechecked = prechecked
         C = config.cols
         self.sp_row_bytes = max(config.rows, config.cols)
         # Widest on-chip row in bytes, per destination.
@@ -87,7 +92,7 @@ class LoadUnit(wiring.Component):
                        isa.Mem.ACCUMULATOR: C * config.acc_width // 8,
                        isa.Mem.PARAMS: param_row_bytes(C)}
         super().__init__({
-            "insn": In(stream.Signature(unsigned(isa.INSN_BITS))),
+            "insn": In(stream.Signature(unsigned(isa.INSN_BITS + prechecked))),
             "rd_cmd": Out(stream.Signature(dma_cmd_layout(addr_width))),
             "rd_data": In(stream.Signature(dma_data_layout(bus_bytes))),
             "rd_done": In(stream.Signature(dma_done_layout())),
@@ -104,6 +109,19 @@ class LoadUnit(wiring.Component):
             "error": Out(8), "error_valid": Out(1),
         })
 
+    def operand_ok(self, word) -> Value:
+        """Whether LOAD ``word``'s operands are good: rows and row bytes not zero, the row
+        no wider than its destination's and the last row inside it (one bit)."""
+        ld = data.View(isa.layout(isa.Opcode.LOAD), word[:isa.INSN_BITS])
+        rows_of = {isa.Mem.SCRATCHPAD: self.sp_rows, isa.Mem.ACCUMULATOR: self.acc_rows,
+                   isa.Mem.PARAMS: self.param_rows}
+        last_row = (ld.sram_addr + ld.rows - 1)[:32]
+        ok = Const(0)
+        for mem, width in self.widths.items():
+            ok = Mux(ld.mem == mem, (ld.rows != 0) & (ld.row_bytes != 0)
+                     & (ld.row_bytes <= width) & (last_row < rows_of[mem]), ok)
+        return ok
+
     def elaborate(self, platform):
         m = Module()
         cfg, B = self.config, self.bus_bytes
@@ -113,25 +131,14 @@ class LoadUnit(wiring.Component):
         D = self.max_loads
         k = (D - 1).bit_length()       # index bits; the pointers have one more (wrap) bit
 
-        word = self.insn.payload
+        word = self.insn.payload[:isa.INSN_BITS]
         ld = data.View(isa.layout(isa.Opcode.LOAD), word)
         is_load = word[:4] == isa.Opcode.LOAD
         need_ex = word[isa.flag_bit("pop_next")]
         push_ex = word[isa.flag_bit("push_next")]
-
-        rows_of = {isa.Mem.SCRATCHPAD: self.sp_rows, isa.Mem.ACCUMULATOR: self.acc_rows,
-                   isa.Mem.PARAMS: self.param_rows}
-        last_row = Signal(32)
-        m.d.comb += last_row.eq(ld.sram_addr + ld.rows - 1)
         ok = Signal()
-        with m.Switch(ld.mem):
-            for mem, width in self.widths.items():
-                with m.Case(mem):
-                    m.d.comb += ok.eq((ld.rows != 0) & (ld.row_bytes != 0)
-                                      & (ld.row_bytes <= width)
-                                      & (last_row < rows_of[mem]))
-            with m.Default():
-                m.d.comb += ok.eq(0)
+        m.d.comb += ok.eq(self.insn.payload[isa.INSN_BITS] if self.prechecked
+                          else self.operand_ok(word))
 
         # In-flight LOADs, in program order: entries [done_ptr, wr_ptr) are taken and not
         # completed, and [data_ptr, wr_ptr) still expect data.

@@ -57,19 +57,21 @@ class PostProcessor(wiring.Component):
       plain inputs, read while a row passes through the pipeline, so they must be held
       stable from the cycle a row is accepted on ``i`` until it is taken from ``o``.
 
-    Timing: a five-stage pipeline (bias add | four 16 x 16 partial products, one hard
-    multiplier each | their sum | rounding shift | zero point and saturation), every stage
-    registered, so no stage holds more than one multiplier or one wide carry chain with a
-    little logic. With ``o.ready`` high, a row accepted on ``i`` in cycle ``t`` is valid on
-    ``o`` in cycle ``t + 5`` (:attr:`latency`), and a row is accepted every cycle.
-    ``o.valid`` comes straight from a register. ``i.ready`` is low only while all five
-    stages hold rows and ``o.ready`` is low, so it depends combinationally on
-    ``o.ready``. While ``o`` is stalled, its row stays unchanged and the stages behind it
-    keep their rows and fill their gaps, so no row is lost or repeated.
+    Timing: a seven-stage pipeline (bias add | four 16 x 16 partial products, one hard
+    multiplier each | their sum | the shift | the rounding increment | the zero point |
+    saturation), every stage registered, so no stage holds more than one multiplier, one
+    shifter or one wide carry chain with a little logic. With ``o.ready`` high, a row
+    accepted on ``i`` in cycle ``t`` is valid on ``o`` in cycle ``t + 7`` (:attr:`latency`),
+    and a row is accepted every cycle. ``o.valid`` comes straight from a register.
+    ``i.ready`` is low only while all seven stages hold rows and ``o.ready`` is low, so it
+    depends combinationally on ``o.ready``; a client that never stalls ``o`` (``o.ready``
+    tied high) gets a pipeline without that chain. While ``o`` is stalled, its row stays
+    unchanged and the stages behind it keep their rows and fill their gaps, so no row is
+    lost or repeated.
     """
 
     #: Cycles from a row's acceptance on ``i`` to its appearance on ``o``, unstalled.
-    latency = 5
+    latency = 7
 
     def __init__(self, lanes: int, acc_width: int = 32, out_width: int = 8):
         _check_min(self, "lanes", lanes, 1)
@@ -140,7 +142,7 @@ class PostProcessor(wiring.Component):
             p = Signal(signed(63), name=f"p{j}")
             y = Signal(signed(63), name=f"y{j}")
             twice = Signal(signed(64), name=f"twice{j}")
-            half_up = Signal(signed(64), name=f"half_up{j}")
+            shifted = Signal(signed(64), name=f"shifted{j}")
             z = Signal(signed(64), name=f"z{j}")
             fits = Signal(name=f"fits{j}")
             narrow = Signal(signed(self.out_width), name=f"narrow{j}")
@@ -149,9 +151,6 @@ class PostProcessor(wiring.Component):
                 # floor((p + 2**(s-1)) / 2**s) == floor((floor(2p / 2**s) + 1) / 2), and
                 # for s == 0 this is (2p + 1) >> 1 == p: one shifter, no rounding constant.
                 twice.eq(p << 1),
-                half_up.eq((twice >> s) + 1),
-                # |y| < 2**62 and |zero_point| <= 2**31: no wrap in 64 bits.
-                z.eq(y + zp),
                 fits.eq(z[ow - 1:].all() | ~z[ow - 1:].any()),
                 narrow.eq(z[:ow]),
             ]
@@ -164,8 +163,13 @@ class PostProcessor(wiring.Component):
             with m.If(load[3]):
                 m.d.sync += p.eq((pp_hh << 32) + ((pp_lh + pp_hl) << 16) + pp_ll)
             with m.If(load[4]):
-                m.d.sync += y.eq(half_up >> 1)
+                m.d.sync += shifted.eq(twice >> s)
             with m.If(load[5]):
+                m.d.sync += y.eq((shifted + 1) >> 1)
+            with m.If(load[6]):
+                # |y| < 2**62 and |zero_point| <= 2**31: no wrap in 64 bits.
+                m.d.sync += z.eq(y + zp)
+            with m.If(load[7]):
                 # z fits in out_width bits iff its top 65 - out_width bits are all equal;
                 # otherwise its sign says which bound it is past (lo >= the minimum).
                 m.d.sync += out.eq(Mux(fits, Mux(narrow < lo, lo, narrow),

@@ -13,7 +13,7 @@ then ``cols`` uint8 right shifts, all little-endian.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -44,21 +44,29 @@ class StoreUnit(wiring.Component):
         Bytes per DMA data beat.
     addr_width : int
         DRAM address width.
+    prechecked : bool
+        ``insn`` carries :meth:`operand_ok` of the instruction in the bit above
+        ``isa.INSN_BITS`` (computed where it was queued); otherwise the unit computes it.
     """
 
     FIFO_DEPTH = 4
+    #: Rows the output queue holds: every row the post-processor may hold, plus the
+    #: cycles a freed entry takes to reach the credit check, so that rows flow one per
+    #: cycle while the DMA takes them.
+    OUT_DEPTH = PostProcessor.latency + 3
 
     def __init__(self, config: AcceleratorConfig, acc_rows: int, param_rows: int,
-                 bus_bytes: int, addr_width: int = 32):
+                 bus_bytes: int, addr_width: int = 32, prechecked: bool = False):
         if param_rows < 2 or param_rows & (param_rows - 1):
             raise _rejected(self, ValueError(f"param_rows must be a power of two >= 2, "
                                              f"not {param_rows!r}"))
         self.config, self.acc_rows, self.param_rows = config, acc_rows, param_rows
         self.bus_bytes, self.addr_width = bus_bytes, addr_width
+        self.prechecked = prechecked
         C = config.cols
         acc_row = data.ArrayLayout(signed(config.acc_width), C)
         super().__init__({
-            "insn": In(stream.Signature(unsigned(isa.INSN_BITS))),
+            "insn": In(stream.Signature(unsigned(isa.INSN_BITS + prechecked))),
             "param_w": In(stream.Signature(data.StructLayout({
                 "addr": unsigned(max(1, (param_rows - 1).bit_length())),
                 "data": data.ArrayLayout(unsigned(8), param_row_bytes(C))}),
@@ -73,6 +81,15 @@ class StoreUnit(wiring.Component):
             "busy": Out(1),
             "error": Out(8), "error_valid": Out(1),
         })
+
+    def operand_ok(self, word) -> Value:
+        """Whether STORE ``word``'s operands are good: rows and columns not zero, no more
+        columns than the array's, the last row inside the accumulator and the parameter
+        row inside the parameter memory (one bit)."""
+        st = data.View(isa.layout(isa.Opcode.STORE), word[:isa.INSN_BITS])
+        last_row = (st.acc_addr + st.rows - 1)[:32]
+        return ((st.rows != 0) & (last_row < self.acc_rows) & (st.cols != 0)
+                & (st.cols <= self.config.cols) & (st.param_addr < self.param_rows))
 
     def elaborate(self, platform):
         m = Module()
@@ -90,7 +107,7 @@ class StoreUnit(wiring.Component):
                      pw.en.eq(self.param_w.valid)]
 
         # -- decode --------------------------------------------------------------------------
-        word = self.insn.payload
+        word = self.insn.payload[:isa.INSN_BITS]
         op = word[:4]
         st = data.View(isa.layout(isa.Opcode.STORE), word)
         cf = data.View(isa.layout(isa.Opcode.CONFIG), word)
@@ -98,10 +115,9 @@ class StoreUnit(wiring.Component):
         is_config = op == isa.Opcode.CONFIG
         need_ex = word[isa.flag_bit("pop_prev")]
         push_ex = word[isa.flag_bit("push_prev")]
-        last_row = Signal(32)
-        m.d.comb += last_row.eq(st.acc_addr + st.rows - 1)
-        ok = ((st.rows != 0) & (last_row < self.acc_rows) & (st.cols != 0) & (st.cols <= C)
-              & (st.param_addr < self.param_rows))
+        ok = Signal()
+        m.d.comb += ok.eq(self.insn.payload[isa.INSN_BITS] if self.prechecked
+                          else self.operand_ok(word))
 
         zero_point, relu = Signal(signed(8)), Signal()
         m.d.comb += [pp.zero_point.eq(zero_point), pp.relu.eq(relu)]
@@ -200,19 +216,30 @@ class StoreUnit(wiring.Component):
         m.d.sync += [inflight.eq(issue), is_last.eq(issue & (reads_left == 1))]
         with m.If(issue):
             m.d.sync += [acc_addr.eq(acc_addr + 1), reads_left.eq(reads_left - 1)]
+        # The post-processor never stalls: a row enters it only when the output queue has
+        # room for it and for every row ahead of it (`held` counts both), so the DMA's
+        # `ready` reaches no further than the queue's read port.
+        m.submodules.out_fifo = of = fifo.SyncFIFOBuffered(width=C * 8, depth=self.OUT_DEPTH)
+        held = Signal(range(self.OUT_DEPTH + 1))
+        enter = Signal()
         m.d.comb += [
             rf.w_en.eq(self.acc_resp.valid),
             rf.w_data.eq(Cat(self.acc_resp.payload.as_value(), is_last)),
-            pp.i.valid.eq(rf.r_rdy),
+            enter.eq(rf.r_rdy & (held < self.OUT_DEPTH)),
+            pp.i.valid.eq(enter),
             pp.i.payload.data.as_value().eq(rf.r_data[:C * cfg.acc_width]),
             pp.i.payload.last.eq(rf.r_data[-1]),
-            rf.r_en.eq(pp.i.ready),
+            rf.r_en.eq(enter),
+            pp.o.ready.eq(1),
+            of.w_en.eq(pp.o.valid),
+            of.w_data.eq(pp.o.payload.data.as_value()),
         ]
+        m.d.sync += held.eq(held + enter - (of.r_en & of.r_rdy))
 
         # Split each int8 row into bus beats.
         nbeats = -(-C // B)
         beat = Signal(range(max(nbeats, 2)))
-        row_bytes = pp.o.payload.data.as_value()
+        row_bytes = of.r_data
         for k in range(nbeats):
             with m.If(beat == k):
                 for i in range(B):
@@ -224,8 +251,8 @@ class StoreUnit(wiring.Component):
         m.d.comb += [
             beats_m1.eq(beats_per_row - 1),
             row_done.eq(beat == beats_m1),
-            self.wr_data.valid.eq(pp.o.valid & (beats_left != 0)),
-            pp.o.ready.eq(self.wr_data.ready & row_done & (beats_left != 0)),
+            self.wr_data.valid.eq(of.r_rdy & (beats_left != 0)),
+            of.r_en.eq(self.wr_data.ready & row_done & (beats_left != 0)),
         ]
         with m.If(self.wr_data.valid & self.wr_data.ready):
             m.d.sync += [beat.eq(Mux(row_done, 0, beat + 1)), beats_left.eq(beats_left - 1)]

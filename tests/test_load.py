@@ -4,6 +4,7 @@ from collections import deque
 
 import numpy as np
 import pytest
+from amaranth.hdl import Const
 from amaranth.sim import Simulator
 
 from llmchip.config import AcceleratorConfig
@@ -12,15 +13,25 @@ from llmchip.rtl.load import LoadUnit
 from llmchip.sw import isa, regs
 
 
+def with_check(ctx, unit, word):
+    """``word``, and above it the unit's operand check of it if the unit takes one."""
+    if not unit.prechecked:
+        return word
+    return word | ctx.get(unit.operand_ok(Const(word, isa.INSN_BITS))) << isa.INSN_BITS
+
+
 def run(cfg, bus_bytes, dram, program, *, rng, dma_error=DmaError.OK, acc_ready=0.6,
-        ex_avail=1, max_loads=8):
+        ex_avail=1, max_loads=8, prechecked=False):
     """Run LOADs; return the writes seen on each destination port and the stats.
+
+    With ``prechecked``, each instruction carries its operand check in the bit above it,
+    as the accelerator's load queue delivers it.
 
     The DMA model answers commands in order, like the DMA: each command's beats, then its
     completion, which may wait while the next command's beats already flow. ``dma_error``
     is the completion code of every command, or a dict from command number to code.
     """
-    dut = LoadUnit(cfg, 64, 16, 4, bus_bytes, max_loads=max_loads)
+    dut = LoadUnit(cfg, 64, 16, 4, bus_bytes, max_loads=max_loads, prechecked=prechecked)
     out = {"sp": {}, "acc": {}, "params": {}, "error": None, "pushes": 0, "cmds": [],
            "push_cycles": [], "done_cycles": [], "error_cycle": None, "in_flight": 0}
     B = bus_bytes
@@ -33,7 +44,7 @@ def run(cfg, bus_bytes, dram, program, *, rng, dma_error=DmaError.OK, acc_ready=
         for cycle in range(4000):
             ctx.set(dut.insn.valid, i < len(program))
             if i < len(program):
-                ctx.set(dut.insn.payload, program[i])
+                ctx.set(dut.insn.payload, with_check(ctx, dut, program[i]))
             took = i < len(program) and ctx.get(dut.insn.ready)
             ctx.set(dut.rd_cmd.ready, rng.random() < 0.7)
             if ctx.get(dut.rd_cmd.valid) and ctx.get(dut.rd_cmd.ready):
@@ -98,8 +109,9 @@ def run(cfg, bus_bytes, dram, program, *, rng, dma_error=DmaError.OK, acc_ready=
     return out
 
 
+@pytest.mark.parametrize("prechecked", [False, True])
 @pytest.mark.parametrize("cols, bus_bytes", [(4, 16), (4, 8), (3, 4)])
-def test_loads_into_each_memory(cols, bus_bytes, rng):
+def test_loads_into_each_memory(cols, bus_bytes, prechecked, rng):
     cfg = AcceleratorConfig(rows=6, cols=cols)
     dram = bytes(rng.integers(0, 256, size=4096, dtype=np.uint8))
     spw = max(6, cols)
@@ -111,7 +123,7 @@ def test_loads_into_each_memory(cols, bus_bytes, rng):
         isa.encode("load", mem=isa.Mem.PARAMS, rows=1, row_bytes=9 * cols, dram_addr=2001,
                    dram_stride=0, sram_addr=2, push_next=True),
     ]
-    out = run(cfg, bus_bytes, dram, prog, rng=rng)
+    out = run(cfg, bus_bytes, dram, prog, rng=rng, prechecked=prechecked)
     assert out["error"] is None and out["pushes"] == 2
     assert out["in_flight"] > 1, "LOADs did not overlap"
     for r in range(3):
@@ -132,9 +144,10 @@ def test_loads_into_each_memory(cols, bus_bytes, rng):
     {"mem": 3, "rows": 1, "row_bytes": 1},
     {"mem": 0, "rows": 1, "row_bytes": 0},
 ])
-def test_bad_operands_refused(fields, rng):
+@pytest.mark.parametrize("prechecked", [False, True])
+def test_bad_operands_refused(fields, prechecked, rng):
     out = run(AcceleratorConfig(rows=6, cols=4), 16, bytes(64), [isa.encode("load", **fields)],
-              rng=rng)
+              rng=rng, prechecked=prechecked)
     assert out["error"] is regs.ErrorCode.BAD_OPERAND and out["cmds"] == []
 
 
@@ -145,9 +158,10 @@ def test_dma_error_reported(rng):
     assert out["error"] is regs.ErrorCode.DMA_DECERR
 
 
-def test_non_load_opcode_is_illegal(rng):
+@pytest.mark.parametrize("prechecked", [False, True])
+def test_non_load_opcode_is_illegal(prechecked, rng):
     out = run(AcceleratorConfig(rows=4, cols=4), 16, bytes(64),
-              [isa.encode("store", rows=1, cols=1)], rng=rng)
+              [isa.encode("store", rows=1, cols=1)], rng=rng, prechecked=prechecked)
     assert out["error"] is regs.ErrorCode.ILLEGAL_OPCODE
 
 

@@ -12,11 +12,13 @@ from llmchip.rtl.dma_if import DmaError
 from llmchip.rtl.store import StoreUnit
 from llmchip.sw import golden, isa, regs
 
+from test_load import with_check
+
 
 class StoreHarness(wiring.Component):
-    def __init__(self, cfg, bus_bytes, acc_rows=16, param_rows=4):
+    def __init__(self, cfg, bus_bytes, acc_rows=16, param_rows=4, prechecked=False):
         self.acc = Accumulator(cfg.cols, acc_rows, cfg.acc_width)
-        self.st = StoreUnit(cfg, acc_rows, param_rows, bus_bytes)
+        self.st = StoreUnit(cfg, acc_rows, param_rows, bus_bytes, prechecked=prechecked)
         super().__init__({})
 
     def elaborate(self, platform):
@@ -32,11 +34,16 @@ def param_row(bias, mult, shift):
             + np.asarray(shift, dtype="u1").tobytes())
 
 
-def run(cfg, bus_bytes, acc, params, program, *, rng, dma_error=DmaError.OK):
-    """Preload accumulator rows and parameter rows, run, return (writes, stats)."""
-    dut = StoreHarness(cfg, bus_bytes)
+def run(cfg, bus_bytes, acc, params, program, *, rng, dma_error=DmaError.OK, ready_p=0.7,
+        acc_rows=16, prechecked=False):
+    """Preload accumulator rows and parameter rows, run, return (writes, stats).
+
+    The DMA model takes commands and beats each with probability ``ready_p`` per cycle.
+    With ``prechecked``, each instruction carries its operand check in the bit above it,
+    as the accelerator's store queue delivers it."""
+    dut = StoreHarness(cfg, bus_bytes, acc_rows=acc_rows, prechecked=prechecked)
     st, accm = dut.st, dut.acc
-    out = {"cmds": [], "beats": [], "error": None, "pushes": 0}
+    out = {"cmds": [], "beats": [], "beat_cycles": [], "error": None, "pushes": 0}
 
     async def bench(ctx):
         for addr, row in acc.items():
@@ -53,13 +60,13 @@ def run(cfg, bus_bytes, acc, params, program, *, rng, dma_error=DmaError.OK):
         await ctx.tick()
         ctx.set(st.ex_avail, 1)
         i, expect_beats, done_sent = 0, None, 0
-        for _ in range(3000):
+        for cycle in range(6000):
             ctx.set(st.insn.valid, i < len(program))
             if i < len(program):
-                ctx.set(st.insn.payload, program[i])
+                ctx.set(st.insn.payload, with_check(ctx, st, program[i]))
             took = i < len(program) and ctx.get(st.insn.ready)
-            ctx.set(st.wr_cmd.ready, rng.random() < 0.7)
-            ctx.set(st.wr_data.ready, rng.random() < 0.7)
+            ctx.set(st.wr_cmd.ready, rng.random() < ready_p)
+            ctx.set(st.wr_data.ready, rng.random() < ready_p)
             cmd_fire = ctx.get(st.wr_cmd.valid) and ctx.get(st.wr_cmd.ready)
             if cmd_fire:
                 c = ctx.get(st.wr_cmd.payload)
@@ -67,6 +74,7 @@ def run(cfg, bus_bytes, acc, params, program, *, rng, dma_error=DmaError.OK):
                 expect_beats = (len(out["beats"]) + c.rows * -(-c.row_bytes // bus_bytes))
             if ctx.get(st.wr_data.valid) and ctx.get(st.wr_data.ready):
                 out["beats"].append(list(ctx.get(st.wr_data.payload.data)))
+                out["beat_cycles"].append(cycle)
             pending_done = expect_beats is not None and len(out["beats"]) == expect_beats
             ctx.set(st.wr_done.valid, pending_done and done_sent < len(out["cmds"]))
             ctx.set(st.wr_done.payload, {"error": int(dma_error)})
@@ -92,11 +100,15 @@ def run(cfg, bus_bytes, acc, params, program, *, rng, dma_error=DmaError.OK):
     return out
 
 
-@pytest.mark.parametrize("cols_arr, bus_bytes, cols", [(4, 16, 4), (4, 16, 3), (20, 8, 20),
-                                                       (20, 8, 9)])
-def test_store_requantizes_rows_to_bytes(cols_arr, bus_bytes, cols, rng):
+@pytest.mark.parametrize("prechecked", [False, True])
+@pytest.mark.parametrize("cols_arr, bus_bytes, cols, rows, ready_p", [
+    (4, 16, 4, 5, 0.7), (4, 16, 3, 5, 0.7), (20, 8, 20, 5, 0.7), (20, 8, 9, 5, 0.7),
+    # Slow DMA, many rows: the output queue fills and holds rows back from the
+    # post-processor; full speed: rows flow through without a gap.
+    (4, 16, 4, 40, 0.15), (20, 8, 20, 30, 0.3), (4, 16, 4, 40, 1.0)])
+def test_store_requantizes_rows_to_bytes(cols_arr, bus_bytes, cols, rows, ready_p, prechecked,
+                                         rng):
     cfg = AcceleratorConfig(rows=2, cols=cols_arr)
-    rows = 5
     acc_vals = rng.integers(-(2**31), 2**31, size=(rows, cols_arr))
     bias = rng.integers(-(2**20), 2**20, size=cols_arr)
     mult, shift = golden.quantize_multiplier(rng.uniform(1e-4, 2e-2, size=cols_arr))
@@ -105,13 +117,17 @@ def test_store_requantizes_rows_to_bytes(cols_arr, bus_bytes, cols, rng):
     prog = [isa.encode("config", zero_point=-5, relu=1),
             isa.encode("store", rows=rows, cols=cols, acc_addr=3, param_addr=1,
                        dram_addr=0x100, dram_stride=64, pop_prev=True, push_prev=True)]
-    out = run(cfg, bus_bytes, acc, params, prog, rng=rng)
+    out = run(cfg, bus_bytes, acc, params, prog, rng=rng, ready_p=ready_p, acc_rows=64,
+              prechecked=prechecked)
     assert out["error"] is None and out["pushes"] == 1
     assert out["cmds"] == [(0x100, rows, cols, 64)]
     per_row = -(-cols // bus_bytes)
     got = np.array(out["beats"], dtype=np.int64).reshape(rows, per_row * bus_bytes)[:, :cols]
     want = golden.requantize(acc_vals, bias, mult, shift, zero_point=-5, relu=True)
     np.testing.assert_array_equal(golden.wrap(got, 8), want[:, :cols])
+    if ready_p == 1.0:
+        span = out["beat_cycles"][-1] - out["beat_cycles"][0] + 1
+        assert span == len(out["beats"]), f"{len(out['beats'])} beats took {span} cycles"
 
 
 @pytest.mark.parametrize("insn, code", [
@@ -121,8 +137,10 @@ def test_store_requantizes_rows_to_bytes(cols_arr, bus_bytes, cols, rng):
     (isa.encode("store", rows=1, cols=1, param_addr=4), regs.ErrorCode.BAD_OPERAND),
     (isa.encode("matmul", rows=1), regs.ErrorCode.ILLEGAL_OPCODE),
 ])
-def test_bad_store_operands(insn, code, rng):
-    out = run(AcceleratorConfig(rows=2, cols=4), 16, {}, {}, [insn], rng=rng)
+@pytest.mark.parametrize("prechecked", [False, True])
+def test_bad_store_operands(insn, code, prechecked, rng):
+    out = run(AcceleratorConfig(rows=2, cols=4), 16, {}, {}, [insn], rng=rng,
+              prechecked=prechecked)
     assert out["error"] is code and out["cmds"] == []
 
 
