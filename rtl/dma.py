@@ -704,11 +704,13 @@ class AxiDma(wiring.Component):
                     with m.If(out_valid & ~taken):
                         m.d.sync += [sk_valid.eq(1),
                                      *(r.eq(v) for r, v in zip(
-                                         (sk_data, sk_last, sk_err, sk_bytes), beat))]
+                                         (sk_data, sk_last, sk_err, sk_bytes), beat,
+                                         strict=True))]
                     with m.Else():
                         m.d.sync += [out_valid.eq(1),
                                      *(r.eq(v) for r, v in zip(
-                                         (out_data, out_last, out_err, out_bytes), beat))]
+                                         (out_data, out_last, out_err, out_bytes), beat,
+                                         strict=True))]
                 with m.If(consumes):
                     m.d.sync += prev.eq(cur)
                 with m.If(last_out | none_row):

@@ -5,14 +5,13 @@ import pytest
 from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.sim import Simulator
+from test_load import with_check
 
 from llmchip.config import AcceleratorConfig
 from llmchip.rtl.accumulator import Accumulator
 from llmchip.rtl.dma_if import DmaError
 from llmchip.rtl.store import StoreUnit
 from llmchip.sw import golden, isa, regs
-
-from test_load import with_check
 
 
 class StoreHarness(wiring.Component):
