@@ -168,15 +168,22 @@ class CommandProcessor(wiring.Component):
                     m.d.comb += [target.eq(int(queue)), legal.eq(1)]
             with m.Default():
                 m.d.comb += [target.eq(isa.Queue.CONTROL), legal.eq(0)]
-        drained = Signal()
+        drained_now = Signal()
         # Queue levels, not r_rdy: a buffered FIFO shows a new entry on r_rdy a cycle late.
         # A unit reporting an error is not drained: its last instruction failed in the same
         # cycle it went idle, and END must not report the program done.
-        m.d.comb += drained.eq((queues["ld"].level == 0) & (queues["ex"].level == 0)
-                               & (queues["st"].level == 0)
-                               & ~self.ld_busy & ~self.ex_busy & ~self.st_busy
-                               & (self.ld_error == 0) & (self.ex_error == 0)
-                               & (self.st_error == 0))
+        m.d.comb += drained_now.eq((queues["ld"].level == 0) & (queues["ex"].level == 0)
+                                   & (queues["st"].level == 0)
+                                   & ~self.ld_busy & ~self.ex_busy & ~self.st_busy
+                                   & (self.ld_error == 0) & (self.ex_error == 0)
+                                   & (self.st_error == 0))
+        # FENCE and END wait for `drained`, a register: the units' state in the previous
+        # cycle, in which nothing entered a queue. Nothing else starts work, so the units
+        # are still drained (no unit starts, and none can fail, without an instruction),
+        # and the handshake across the units is not in series with the dispatch.
+        drained = Signal()
+        queued = Signal()
+        m.d.sync += drained.eq(drained_now & ~queued)
         dispatch = Signal()
         with m.If(ibuf.r_rdy & running & ~stopped):
             with m.If(~legal):
@@ -192,7 +199,7 @@ class CommandProcessor(wiring.Component):
                 for qi, name in enumerate(("ld", "ex", "st")):
                     q = queues[name]
                     with m.If((target == qi) & q.w_rdy):
-                        m.d.comb += [dispatch.eq(1), q.w_en.eq(1)]
+                        m.d.comb += [dispatch.eq(1), q.w_en.eq(1), queued.eq(1)]
                         m.d.sync += last_index[name].eq(index)
         for name, q in queues.items():
             side = self.terms[name](ibuf.r_data) if self.terms[name] else []

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -233,11 +233,13 @@ def _shift_bytes(value, amount, *, right: bool):
 
 
 class _CommandCheck(wiring.Component):
-    """Classify commands: a three-stage pipeline (latch, multiply, compare).
+    """Classify commands: a four-stage pipeline (latch, partial products of the span, their
+    sum, compare).
 
     ``out.kind`` is ``NONE`` for ``rows == 0`` or ``row_bytes == 0``, ``ZERO`` when a byte
     of the command lies outside the window or past the address space, else ``BUS``.
-    Rows never wrap around the address space once a command is ``BUS``.
+    Rows never wrap around the address space once a command is ``BUS``. ``cmd.ready``
+    comes from the stages' valid bits alone: a command is taken while a stage is free.
     """
 
     def __init__(self, cfg: DmaConfig):
@@ -256,44 +258,69 @@ class _CommandCheck(wiring.Component):
         a = self._cfg.addr_width
         cmd, out = self.cmd, self.out
 
-        s1_valid, s2_valid = Signal(), Signal()
-        s1 = Signal(command_layout(a))
-        s2 = Signal(command_layout(a))
+        valid = [Signal(name=f"s{k}_valid") for k in (1, 2, 3)]
+        st = [Signal(command_layout(a), name=f"s{k}") for k in (1, 2, 3)]
+        move = [Signal(name=f"s{k}_move") for k in (1, 2, 3)]
         rows_m1 = Signal(16)
-        span = Signal(a + 16)             # (rows - 1) * stride: start of the last row
-        end = Signal(a + 18)              # one past the last byte of the last row
-        limit = Signal(a + 2)             # one past the window
-        out_free, s1_move, s2_move = Signal(), Signal(), Signal()
+        # Stage 2: (rows - 1) * stride, the start of the last row, as two 16 x 16 products
+        # (one hard multiplier each); one past the first row's last byte; whether the
+        # command starts below the window. Stage 3: the span, their sum; the room from
+        # the first row's end to the window's end and to the address space's end. The
+        # last stage compares the span with both rooms. No stage adds more than two
+        # numbers or compares more than two.
+        span_lo = Signal(32)
+        span_hi = Signal(a)
+        base = Signal(a + 17)             # addr + row_bytes
+        below = Signal()
+        span = Signal(a + 16)
+        room_w = Signal(signed(a + 19))   # limit - base: may be negative
+        room_a = Signal(signed(a + 19))   # 2**a - base
+        limit = Signal(a + 2)             # one past the window (registered; it is set
+        #                                   by software before commands come)
+        m.d.sync += limit.eq(self.window_base + self.window_size)
+        out_free = Signal()
         m.d.comb += [
-            rows_m1.eq(s1.rows - 1),
-            end.eq(s2.addr + span + s2.row_bytes),
-            limit.eq(self.window_base + self.window_size),
+            rows_m1.eq(st[0].rows - 1),
             out_free.eq(~out.valid | out.ready),
-            s2_move.eq(s2_valid & out_free),
-            s1_move.eq(s1_valid & (~s2_valid | s2_move)),
-            cmd.ready.eq(~self.flush & (~s1_valid | s1_move)),
+            move[2].eq(valid[2] & out_free),
+            move[1].eq(valid[1] & (~valid[2] | move[2])),
+            move[0].eq(valid[0] & (~valid[1] | move[1])),
+            cmd.ready.eq(~self.flush & ~(valid[0] & valid[1] & valid[2])),
         ]
-        bad = _is_zero(s2.rows) | _is_zero(s2.row_bytes)
-        # Past the address space is outside anyway; below it `end` fits limit's width.
-        outside = (s2.addr < self.window_base) | (end > 2 ** a) | (end[:a + 2] > limit)
-
+        s3 = st[2]
+        bad = _is_zero(s3.rows) | _is_zero(s3.row_bytes)
+        # The last row ends past the window (or past the address space, which is
+        # outside anyway) iff the span exceeds the room.
+        below_3 = Signal()
+        outside = below_3 | (span > room_a) | (span > room_w)
         with m.If(self.flush):
-            m.d.sync += [s1_valid.eq(0), s2_valid.eq(0), out.valid.eq(0)]
+            m.d.sync += [v.eq(0) for v in valid] + [out.valid.eq(0)]
         with m.Else():
             with m.If(cmd.valid & cmd.ready):
-                m.d.sync += [s1.eq(cmd.payload), s1_valid.eq(1)]
-            with m.Elif(s1_move):
-                m.d.sync += s1_valid.eq(0)
-            with m.If(s1_move):
-                m.d.sync += [s2.eq(s1), span.eq(rows_m1 * s1.stride), s2_valid.eq(1)]
-            with m.Elif(s2_move):
-                m.d.sync += s2_valid.eq(0)
-            with m.If(s2_move):
+                m.d.sync += [st[0].eq(cmd.payload), valid[0].eq(1)]
+            with m.Elif(move[0]):
+                m.d.sync += valid[0].eq(0)
+            with m.If(move[0]):
+                m.d.sync += [st[1].eq(st[0]), valid[1].eq(1),
+                             span_lo.eq(rows_m1 * st[0].stride[:16]),
+                             span_hi.eq(rows_m1 * st[0].stride[16:]),
+                             base.eq(st[0].addr + st[0].row_bytes),
+                             below.eq(st[0].addr < self.window_base)]
+            with m.Elif(move[1]):
+                m.d.sync += valid[1].eq(0)
+            with m.If(move[1]):
+                m.d.sync += [st[2].eq(st[1]), valid[2].eq(1),
+                             span.eq(span_lo + (span_hi << 16)),
+                             room_w.eq(limit - base), room_a.eq(2 ** a - base),
+                             below_3.eq(below)]
+            with m.Elif(move[2]):
+                m.d.sync += valid[2].eq(0)
+            with m.If(move[2]):
                 p = out.payload
                 m.d.sync += [
                     out.valid.eq(1),
-                    p.addr.eq(s2.addr), p.rows.eq(s2.rows), p.row_bytes.eq(s2.row_bytes),
-                    p.stride.eq(s2.stride),
+                    p.addr.eq(s3.addr), p.rows.eq(s3.rows), p.row_bytes.eq(s3.row_bytes),
+                    p.stride.eq(s3.stride),
                 ]
                 with m.If(bad):
                     m.d.sync += [p.kind.eq(_Kind.NONE), p.err.eq(DmaError.BAD_COMMAND)]
@@ -353,29 +380,33 @@ class _BurstIssuer(wiring.Component):
         row_first = Signal()              # the next burst is the first of its row
         nxt = Signal(a)                   # start address of the next row
 
-        def load_row(addr, lm_, nout_m1_):
-            t = Signal(s + 1, name="row_t")
-            m.d.comb += t.eq(addr[:s] + lm_)
-            first_block = mb - addr[s:s + (mb - 1).bit_length()] if mb > 1 else 1
-            return [
-                beat.eq(addr[s:]), o.eq(addr[:s]), extra.eq(t[s]), in_block.eq(first_block),
-                tail.eq(t[:s] if self._write else lm_),
-                beats_left.eq(nout_m1_ + 1 + t[s]), row_first.eq(1),
-            ]
-
+        # The next burst's length and whether it ends the row are registers, computed
+        # as the row is loaded or the previous burst issues (from registers only), so
+        # that issuing a burst is decided by comparisons of registers.
         # Widths match wherever two signals are compared (Verilator -Wall).
-        # Beats left before the next max_burst boundary: a register kept beside `beat`
-        # (set with each row's first beat; a burst that stops at the boundary leaves
-        # max_burst), so no subtraction precedes the burst's length.
-        in_block = Signal(nbits, init=mb)
         blen = Signal(nbits)
         blen_c = Signal.like(self.credit)
         row_end = Signal()
-        m.d.comb += [
-            row_end.eq(beats_left <= in_block),
-            blen.eq(Mux(row_end, beats_left, in_block)),
-            blen_c.eq(blen),
-        ]
+        m.d.comb += blen_c.eq(blen)
+
+        def first_burst(beats, block):
+            """The burst length and row end of a row with ``beats`` bus beats whose first
+            beat lies ``block`` beats before a max_burst boundary."""
+            fits = Signal(name="row_fits")
+            m.d.comb += fits.eq(beats <= block)
+            return [row_end.eq(fits), blen.eq(Mux(fits, beats, block))]
+
+        def load_row(addr, lm_, nout_m1_):
+            t = Signal(s + 1, name="row_t")
+            beats = Signal(nbits, name="row_beats")
+            block = Signal(nbits, name="row_block")
+            m.d.comb += [t.eq(addr[:s] + lm_), beats.eq(nout_m1_ + 1 + t[s]),
+                         block.eq(mb - addr[s:s + (mb - 1).bit_length()] if mb > 1 else 1)]
+            return [
+                beat.eq(addr[s:]), o.eq(addr[:s]), extra.eq(t[s]),
+                tail.eq(t[:s] if self._write else lm_),
+                beats_left.eq(beats), row_first.eq(1), *first_burst(beats, block),
+            ]
 
         bus_ok = Signal()
         go = Signal()
@@ -397,15 +428,18 @@ class _BurstIssuer(wiring.Component):
             self.issued_beats.eq(blen),
         ]
 
+        rest = Signal(nbits)
+        m.d.comb += rest.eq(beats_left - blen)
         with m.If(go):
             m.d.sync += [
                 ax.valid.eq(1),
                 ax.payload.addr.eq(Cat(Const(0, s), beat)),
                 ax.payload.len.eq(blen - 1),
                 beat.eq(beat + blen),
-                beats_left.eq(beats_left - blen),
+                beats_left.eq(rest),
                 row_first.eq(0),
-                in_block.eq(mb),     # the row goes on from a max_burst boundary
+                # The row goes on from a max_burst boundary.
+                *first_burst(rest, Const(mb, nbits)),
             ]
             with m.If(row_end):
                 m.d.sync += rows_left.eq(rows_left - 1)
@@ -600,7 +634,8 @@ class AxiDma(wiring.Component):
         ]
         m.d.sync += [
             bursts.eq(bursts + issuer.issued - r_last),
-            credit.eq(credit - Mux(issuer.issued, issuer.issued_beats, 0) + pop),
+            # Both outcomes from registers; the issue decision only selects one.
+            credit.eq(Mux(issuer.issued, credit + pop - issuer.issued_beats, credit + pop)),
         ]
 
         # R channel: space was reserved before the burst was issued, so rready stays high.
@@ -759,6 +794,9 @@ class AxiDma(wiring.Component):
         # (buffered queues): they decide whether the W path takes a beat.
         m.submodules.wr_rows = rowq = SyncFIFOBuffered(width=_row_layout(cfg).size,
                                                        depth=cfg.row_queue)
+        # Incoming beats wait in a small queue of registers, so `wr_data.ready` is a
+        # register's comparison rather than the W path's decision.
+        m.submodules.wr_in = win = SyncFIFOBuffered(width=d_bits, depth=3)
         # Bursts whose address was accepted (W beats may follow), and bursts whose W beats
         # were all sent (a B response will follow) or commands that need no response.
         # Its writes are not checked against `w_rdy` (at most `mo` bursts are outstanding);
@@ -769,10 +807,15 @@ class AxiDma(wiring.Component):
         bursts = Signal(range(mo + 1), name="wr_bursts")
         quiet = Signal()
         mode, pending = self._abort_control(m, "wr", self.wr_cmd, self.wr_done, quiet)
+        # The input queue: an abort drains it and takes nothing new.
+        m.d.comb += [win.w_data.eq(self.wr_data.payload.data.as_value()),
+                     win.w_en.eq(self.wr_data.valid & ~mode),
+                     self.wr_data.ready.eq(win.w_rdy & ~mode)]
         m.d.comb += [
             check.flush.eq(mode),
             issuer.flush.eq(mode),
             quiet.eq(~(bursts.any() | bq.level.any() | cq.level.any() | rowq.level.any()
+                       | win.level.any()
                        | issuer.busy | bus.wvalid)),
         ]
 
@@ -823,16 +866,16 @@ class AxiDma(wiring.Component):
                       & (~burst_end | cq.w_rdy)),
             drop_ok.eq(~mode & rowq.r_rdy & (d.kind == _Kind.ZERO)
                        & (~(row_last_in & d.last) | cq.w_rdy)),
-            self.wr_data.ready.eq((bus_ok & needs_in) | drop_ok),
-            go_bus.eq(bus_ok & (~needs_in | self.wr_data.valid)),
-            go_drop.eq(drop_ok & self.wr_data.valid),
+            win.r_en.eq((bus_ok & needs_in) | drop_ok | mode),
+            go_bus.eq(bus_ok & (~needs_in | win.r_rdy)),
+            go_drop.eq(drop_ok & win.r_rdy),
             go_none.eq(~mode & rowq.r_rdy & (d.kind == _Kind.NONE) & cq.w_rdy),
             # After an abort, bursts already addressed still get their beats, with no strobes.
             go_null.eq(mode & bq.r_rdy & w_free & (~burst_end | cq.w_rdy)),
         ]
 
         cur = Signal(d_bits)
-        m.d.comb += cur.eq(Mux(needs_in, self.wr_data.payload.data.as_value(), 0))
+        m.d.comb += cur.eq(Mux(needs_in, win.r_data, 0))
         # Bus lane k is row byte k - o: this beat's lanes shifted up by o, the rest from prev.
         w_data = Signal(d_bits)
         w_strb = Signal(nb)

@@ -183,6 +183,7 @@ class _Sim:
         self.acc_accesses = 0
         self.done_at = None
         self.dispatch_ok = 0
+        self.drained_since = None    # first cycle of the current drained stretch
         self.trace: list | None = None
 
     def _log(self, now: int, index: int, what: str) -> None:
@@ -238,7 +239,9 @@ class _Sim:
         insn = self.insns[index]
         q = isa.QUEUE[insn.op]
         if q == isa.Queue.CONTROL:
-            if not self._drained():
+            # The hardware's `drained` is a register: FENCE/END go a cycle after the
+            # units were seen drained.
+            if self.drained_since is None or now < self.drained_since + 1:
                 return False
             self.ibuf.popleft()
             self.dispatch_ok = now + 1
@@ -393,6 +396,10 @@ class _Sim:
             while self.events and self.events[0][0] <= now:
                 when, _, fn, args = heapq.heappop(self.events)
                 fn(when, *args)
+            if not self._drained():
+                self.drained_since = None
+            elif self.drained_since is None:
+                self.drained_since = now
             acted = False
             acted |= self._try_fetch(now)
             acted |= self._try_dispatch(now)
@@ -411,6 +418,8 @@ class _Sim:
                     candidates.append(self.queues[q][0][1] + self.t.take - 1)
             if self.ibuf:
                 candidates.append(max(self.ibuf[0][1], self.dispatch_ok))
+            if self.drained_since is not None:
+                candidates.append(self.drained_since + 1)
             candidates += [self.ex_take_ok, self.st_free]
             future = [c for c in candidates if c > now]
             if not future:

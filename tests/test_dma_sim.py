@@ -527,6 +527,22 @@ def test_commands_past_the_address_space(rng):
     assert not h.ars and not h.aws
 
 
+def test_span_of_long_strides(rng):
+    """The last row's start, ``(rows - 1) * stride``, counts every bit of the stride: with
+    strides of 2**16 and more the last row lies past the window (and every smaller
+    multiple of the stride would not)."""
+    dut = AxiDma(**CONFIGS[0])
+    base, size = 0x0001_0000, 0x0002_0000
+    h = Harness(dut, rng, window=(base, size))
+    h.read(base, 2, 16, 0x0002_0000)            # last row at base + 0x20000: past the end
+    h.read(base, 3, 16, 0x0001_0010)            # last row at base + 0x20020: past the end
+    h.write(base + 0x100, 5, 8, 0x0000_8001)    # last row at base + 0x20104: past the end
+    simulate(dut, h, max_cycles=2000)
+    assert h.rd_dones == [DmaError.OUT_OF_WINDOW] * 2
+    assert h.wr_dones == [DmaError.OUT_OF_WINDOW]
+    assert not h.ars and not h.aws
+
+
 def test_bus_errors(rng):
     """SLVERR/DECERR complete the command with that code; no beat is lost, bad data is 0."""
     dut = AxiDma(**CONFIGS[1])

