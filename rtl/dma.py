@@ -699,8 +699,10 @@ class AxiDma(wiring.Component):
             emits.eq(~absorb & ~none_row),
             last_held.eq((out_valid & out_last) | (sk_valid & sk_last)),
             taken.eq(self.rd_data.valid & self.rd_data.ready),
+            # Registers only: a row without bus beats waits for the completion register
+            # to be empty, not for the client to take what is in it this cycle.
             go.eq(~mode & rowq.r_rdy & (~consumes | stg.r_rdy) & (~emits | ~sk_valid)
-                  & (~none_row | (~last_held & (~done.valid | done.ready)))),
+                  & (~none_row | (~last_held & ~done.valid))),
             new_err.eq(_first(err_acc, _first(Mux(bus_row, carry, 0),
                                               Mux(consumes, beat_err, 0)))),
         ]

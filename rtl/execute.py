@@ -235,15 +235,20 @@ class ExecuteUnit(wiring.Component):
         # every tile).
         m.submodules.wfifo = wfifo = fifo.SyncFIFOBuffered(width=8 * C + 2,
                                                            depth=self.FEED_DEPTH)
-        # Issue a read only when its row is sure to find room in the FIFO.
+        # Issue a read only when its row is sure to find room in the FIFO. The room is a
+        # register, the count of the previous cycle with one entry to spare (it grows by
+        # at most one a cycle), so the feeder's issue (and the take of the instruction
+        # that follows it) does not wait for the count's carry chain.
         w_inflight = Signal.like(wfifo.level)
         w_used = Signal.like(wfifo.level)
+        w_room = Signal()
         m.d.comb += w_used.eq(wfifo.level + w_inflight)
+        m.d.sync += w_room.eq(w_used < self.FEED_DEPTH - 1)
         w_issue = Signal()
         w_last = Signal()
         w_tag, w_tag_q = Signal(2), Signal(2)   # pushes, on the tile's last row
         m.d.comb += [
-            self.sp_b_req.valid.eq(w_busy & (w_left != 0) & (w_used < self.FEED_DEPTH)),
+            self.sp_b_req.valid.eq(w_busy & (w_left != 0) & w_room),
             self.sp_b_req.payload.eq(w_addr),
             w_issue.eq(self.sp_b_req.valid & self.sp_b_req.ready),
             w_last.eq(w_left == 1),
@@ -277,11 +282,13 @@ class ExecuteUnit(wiring.Component):
         a_tag = Signal(16 + 1 + 1 + 2)   # acc row, accumulate, last, pushes (for the FIFO)
         a_tag_q = Signal.like(a_tag)
         a_used = Signal.like(afifo.level)
+        a_room = Signal()                # as `w_room`
         m.d.comb += a_used.eq(afifo.level + a_inflight)
+        m.d.sync += a_room.eq(a_used < self.FEED_DEPTH - 1)
         a_issue = Signal()
         a_last = Signal()
         m.d.comb += [
-            self.sp_a_req.valid.eq(a_busy & (a_left != 0) & (a_used < self.FEED_DEPTH)),
+            self.sp_a_req.valid.eq(a_busy & (a_left != 0) & a_room),
             self.sp_a_req.payload.eq(a_addr),
             a_issue.eq(self.sp_a_req.valid & self.sp_a_req.ready),
             a_last.eq(a_left == 1),
