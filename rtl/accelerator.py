@@ -33,6 +33,7 @@ from .execute import ExecuteUnit, operand_terms
 from .load import LoadUnit
 from .pe import _rejected
 from .scratchpad import Scratchpad
+from .slice import RegisterSlice
 from .store import StoreUnit
 
 __all__ = ["Accelerator", "ReadArbiter", "csr_constants", "dvfs_params", "dvfs_signature",
@@ -241,12 +242,19 @@ class Accelerator(wiring.Component):
         wiring.connect(m, su.acc_req, acc.r_req)
         wiring.connect(m, acc.r_resp, su.acc_resp)
 
-        # Instruction queues.
-        wiring.connect(m, cp.ld_insn, lu.insn)
-        wiring.connect(m, cp.ex_insn, eu.insn)
-        wiring.connect(m, cp.st_insn, su.insn)
+        # Instruction queues, each through a register slice: a unit's decision to take an
+        # instruction does not reach into the command processor's queue in the same cycle.
+        # An instruction in a slice counts as its unit's work for FENCE/END.
+        held = {}
+        for name, src, dst in (("ld", cp.ld_insn, lu.insn), ("ex", cp.ex_insn, eu.insn),
+                               ("st", cp.st_insn, su.insn)):
+            piece = unit(f"{name}_slice", RegisterSlice(src.payload.shape()))
+            wiring.connect(m, src, piece.i)
+            wiring.connect(m, piece.o, dst)
+            held[name] = piece.holding
         m.d.comb += [
-            cp.ld_busy.eq(lu.busy), cp.ex_busy.eq(eu.busy), cp.st_busy.eq(su.busy),
+            cp.ld_busy.eq(lu.busy | held["ld"]), cp.ex_busy.eq(eu.busy | held["ex"]),
+            cp.st_busy.eq(su.busy | held["st"]),
             cp.ld_error.eq(Mux(lu.error_valid, lu.error, 0)),
             cp.ex_error.eq(Mux(eu.error_valid, Mux(eu.error == 1, regs.ErrorCode.ILLEGAL_OPCODE,
                                                    regs.ErrorCode.BAD_OPERAND), 0)),
@@ -283,8 +291,11 @@ class Accelerator(wiring.Component):
         # units: tokens pushed by a stopped program must not release the next one's work.
         def tokens(name, push, pop):
             count = Signal(8, name=name)
+            after_push = Signal(8, name=f"{name}_pushed")
+            m.d.comb += after_push.eq(count + push)
+            # Both outcomes before the pop (a unit's take decision) selects one.
             with m.If(en):
-                m.d.sync += count.eq(Mux(unit_rst, 0, count + push - pop))
+                m.d.sync += count.eq(Mux(unit_rst, 0, Mux(pop, after_push - 1, after_push)))
             return count != 0
 
         m.d.comb += [
@@ -309,7 +320,8 @@ class Accelerator(wiring.Component):
                                   | (Mux(dvfs.irq, regs.IRQ_DVFS, 0) if cfg.dvfs else 0)),
         ]
         all_idle = Signal()
-        m.d.comb += all_idle.eq(~cp.busy & ~lu.busy & ~eu.busy & ~su.busy & dma.idle)
+        m.d.comb += all_idle.eq(~cp.busy & ~lu.busy & ~eu.busy & ~su.busy & dma.idle
+                                & ~held["ld"] & ~held["ex"] & ~held["st"])
         m.d.comb += csr.status.eq(cp.busy | (cp.done << 2) | (all_idle << 1)
                                   | (cp.error << 8))
         with m.If(csr.ctrl_soft_reset):

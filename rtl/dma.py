@@ -339,8 +339,8 @@ class _BurstIssuer(wiring.Component):
     A burst starts at a beat-aligned address and ends at the row's end or at a
     ``max_burst``-beat boundary, whichever comes first; ``max_burst * B`` divides 4 KB, so
     no burst crosses a 4 KB boundary. One burst is issued per cycle while ``room`` is high
-    and the burst fits in ``credit`` beats. ``ax`` follows AXI rules: once valid, it holds
-    until accepted, even while ``flush`` stops the walk.
+    and ``credit_ok`` says the burst fits the read buffer. ``ax`` follows AXI rules: once
+    valid, it holds until accepted, even while ``flush`` stops the walk.
     """
 
     def __init__(self, cfg: DmaConfig, *, write: bool):
@@ -351,7 +351,7 @@ class _BurstIssuer(wiring.Component):
             "cmd": In(stream.Signature(_checked_layout(a))),
             "ax": Out(stream.Signature(_burst_layout(a))),
             "row": Out(stream.Signature(_row_layout(cfg))),
-            "credit": In(range(cfg.read_buffer + 1)),
+            "credit_ok": In(1),
             "room": In(1),
             "issued": Out(1),
             "issued_beats": Out(range(cfg.max_burst + 1)),
@@ -385,9 +385,7 @@ class _BurstIssuer(wiring.Component):
         # that issuing a burst is decided by comparisons of registers.
         # Widths match wherever two signals are compared (Verilator -Wall).
         blen = Signal(nbits)
-        blen_c = Signal.like(self.credit)
         row_end = Signal()
-        m.d.comb += blen_c.eq(blen)
 
         def first_burst(beats, block):
             """The burst length and row end of a row with ``beats`` bus beats whose first
@@ -413,7 +411,7 @@ class _BurstIssuer(wiring.Component):
         m.d.comb += [
             self.cmd.ready.eq(~self.busy & ~self.flush),
             bus_ok.eq(self.busy & ~self.flush & (kind == _Kind.BUS) & self.room
-                      & (blen_c <= self.credit) & (~ax.valid | ax.ready)),
+                      & self.credit_ok & (~ax.valid | ax.ready)),
             row.valid.eq(Mux(kind == _Kind.BUS, bus_ok & row_first,
                              self.busy & ~self.flush)),
             go.eq(bus_ok & (~row_first | row.ready)),
@@ -606,6 +604,15 @@ class AxiDma(wiring.Component):
         # Buffer beats not yet promised to an issued burst (a register, so the issuer's
         # check of a burst against it is one comparison of registers).
         credit = Signal(range(depth + 1), name="rd_credit", init=depth)
+        # Whether the next burst fits. With room for two longest bursts, a register: the
+        # previous cycle's credit of at least 2 * max_burst beats leaves at least
+        # max_burst now (one burst issues a cycle), so the issue decision waits for no
+        # comparison. Smaller buffers compare the burst with the credit.
+        credit_ok = Signal()
+        if depth >= 2 * cfg.max_burst:
+            m.d.sync += credit_ok.eq(credit >= 2 * cfg.max_burst)
+        else:
+            m.d.comb += credit_ok.eq(issuer.issued_beats <= credit)
         pop = Signal()
         quiet = Signal()
         mode, pending = self._abort_control(m, "rd", self.rd_cmd, self.rd_done, quiet)
@@ -627,7 +634,7 @@ class AxiDma(wiring.Component):
             bus.arvalid.eq(issuer.ax.valid),
             issuer.ax.ready.eq(bus.arready),
             issuer.room.eq(bursts < cfg.max_outstanding),
-            issuer.credit.eq(credit),
+            issuer.credit_ok.eq(credit_ok),
             rowq.w_data.eq(issuer.row.payload),
             rowq.w_en.eq(issuer.row.valid),
             issuer.row.ready.eq(rowq.w_rdy),
@@ -831,7 +838,7 @@ class AxiDma(wiring.Component):
             bus.awvalid.eq(issuer.ax.valid),
             issuer.ax.ready.eq(bus.awready),
             issuer.room.eq(bursts < mo),
-            issuer.credit.eq(cfg.max_burst),
+            issuer.credit_ok.eq(1),
             rowq.w_data.eq(issuer.row.payload),
             rowq.w_en.eq(issuer.row.valid),
             issuer.row.ready.eq(rowq.w_rdy),
