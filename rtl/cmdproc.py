@@ -33,10 +33,13 @@ class CommandProcessor(wiring.Component):
         DRAM address width.
     queue_depth : int
         Instructions buffered per queue.
-    ex_terms, ld_terms, st_terms : callable, optional
+    ex_terms, ld_terms, st_terms : callable or tuple of callables, optional
         ``f(word) -> Value``: side bits computed from each instruction of that queue as it
         is queued, and delivered above its 128 bits on ``ex_insn``, ``ld_insn`` or
-        ``st_insn`` (the units' operand checks, one stage ahead of their use).
+        ``st_insn`` (the units' operand checks, one stage ahead of their use). A tuple
+        ``(f1, ..., fn)`` is a pipeline, ``fn(...f2(f1(word)))`` with a register after
+        each stage: an instruction for that queue then waits until it has been at the
+        head of the instruction buffer for ``n`` cycles.
     """
 
     FETCH_MAX = 8  #: instructions fetched per DMA command at most
@@ -44,11 +47,13 @@ class CommandProcessor(wiring.Component):
     def __init__(self, bus_bytes: int, addr_width: int = 32, queue_depth: int = 4, *,
                  ex_terms=None, ld_terms=None, st_terms=None):
         self.bus_bytes, self.addr_width, self.queue_depth = bus_bytes, addr_width, queue_depth
-        self.terms = {"ld": ld_terms, "ex": ex_terms, "st": st_terms}
+        self.terms = {}
         ports = {}
-        for name, f in self.terms.items():
-            side_bits = 0 if f is None else len(Value.cast(f(Signal(isa.INSN_BITS))))
-            ports[name] = stream.Signature(unsigned(isa.INSN_BITS + side_bits))
+        for name, f in (("ld", ld_terms), ("ex", ex_terms), ("st", st_terms)):
+            stages = () if f is None else tuple(f) if isinstance(f, (tuple, list)) else f
+            self.terms[name] = stages
+            ports[name] = stream.Signature(unsigned(
+                isa.INSN_BITS + len(self._side(stages, Signal(isa.INSN_BITS)))))
         super().__init__({
             "iq_base": In(32), "iq_size": In(32), "iq_tail": In(32),
             "doorbell": In(1),
@@ -64,6 +69,24 @@ class CommandProcessor(wiring.Component):
             "error": Out(8), "error_info": Out(32),
             "irq_done": Out(1), "irq_error": Out(1),
         })
+
+    @staticmethod
+    def _side(stages, word, m: Module | None = None) -> Value:
+        """The side bits of ``word`` through ``stages`` (a callable: combinational; a
+        tuple: each stage registered in ``m``)."""
+        if callable(stages):
+            return Value.cast(stages(word))
+        value = Cat()
+        if stages:
+            value = word
+            for k, stage in enumerate(stages):
+                out = Value.cast(stage(value))
+                if m is not None:
+                    reg = Signal(len(out), name=f"terms_s{k}")
+                    m.d.sync += reg.eq(out)
+                    out = reg
+                value = out
+        return value
 
     def elaborate(self, platform):
         m = Module()
@@ -184,6 +207,15 @@ class CommandProcessor(wiring.Component):
         drained = Signal()
         queued = Signal()
         m.d.sync += drained.eq(drained_now & ~queued)
+        # Cycles the buffer's head has been there (up to the longest terms pipeline): a
+        # queue whose terms take n registered stages takes the head once it is n cycles old.
+        depth_of = {n: (0 if callable(st) else len(st)) for n, st in self.terms.items()}
+        oldest = max(depth_of.values())
+        age = Signal(range(oldest + 1))
+        with m.If(ibuf.r_rdy & ~ibuf.r_en):
+            m.d.sync += age.eq(Mux(age == oldest, age, age + 1))
+        with m.Else():
+            m.d.sync += age.eq(0)
         dispatch = Signal()
         with m.If(ibuf.r_rdy & running & ~stopped):
             with m.If(~legal):
@@ -198,12 +230,12 @@ class CommandProcessor(wiring.Component):
             with m.Else():
                 for qi, name in enumerate(("ld", "ex", "st")):
                     q = queues[name]
-                    with m.If((target == qi) & q.w_rdy):
+                    with m.If((target == qi) & q.w_rdy & (age >= depth_of[name])):
                         m.d.comb += [dispatch.eq(1), q.w_en.eq(1), queued.eq(1)]
                         m.d.sync += last_index[name].eq(index)
         for name, q in queues.items():
-            side = self.terms[name](ibuf.r_data) if self.terms[name] else []
-            m.d.comb += q.w_data.eq(Cat(ibuf.r_data, side))
+            m.d.comb += q.w_data.eq(Cat(ibuf.r_data, self._side(self.terms[name], ibuf.r_data,
+                                                                m)))
         m.d.comb += ibuf.r_en.eq(dispatch)
         with m.If(dispatch):
             m.d.sync += index.eq(index + 1)

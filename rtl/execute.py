@@ -36,7 +36,8 @@ from llmchip.sw import isa
 from .accumulator import write_layout
 from .systolic import SystolicArray
 
-__all__ = ["ExecuteUnit", "ExecError", "operand_terms", "terms_layout"]
+__all__ = ["ExecuteUnit", "ExecError", "operand_terms", "terms_layout", "term_factors",
+           "terms_of_factors"]
 
 
 class ExecError(enum.IntEnum):
@@ -57,6 +58,37 @@ def terms_layout(config: AcceleratorConfig) -> data.StructLayout:
     })
 
 
+def _factors_layout(config: AcceleratorConfig) -> data.StructLayout:
+    return data.StructLayout({
+        "is_lw": 1, "lw_stride": unsigned(16),
+        "rows_m1": unsigned(14), "mm_stride": unsigned(16),   # (rows - 1) mod 2**14
+        "last_step": unsigned(12), "a_step": unsigned(16), "k_steps": unsigned(12),
+    })
+
+
+def term_factors(config: AcceleratorConfig, word) -> Value:
+    """The first stage of :func:`operand_terms`: the factors of its products, decoded from
+    instruction ``word`` (no multiply). :func:`terms_of_factors` completes it."""
+    mm = data.View(isa.layout(isa.Opcode.MATMUL), word)
+    lw = data.View(isa.layout(isa.Opcode.LOAD_W), word)
+    return Cat(word[:4] == isa.Opcode.LOAD_W, lw.sp_stride, (mm.rows - 1)[:14], mm.sp_stride,
+               Mux(mm.k_steps != 0, (mm.k_steps - 1)[:12], 0), mm.a_step, mm.k_steps)
+
+
+def terms_of_factors(config: AcceleratorConfig, factors) -> Value:
+    """The second stage of :func:`operand_terms`: its products from :func:`term_factors`
+    (one multiplier each, no logic before them)."""
+    R = config.rows
+    f = data.View(_factors_layout(config), factors)
+    terms = {
+        "span": Mux(f.is_lw, (R - 1) * f.lw_stride, f.rows_m1 * f.mm_stride),
+        "a_last": f.last_step * f.a_step,
+        "w_end": f.k_steps * R,
+    }
+    layout = terms_layout(config)
+    return Cat(*(terms[name][:shape.width] for name, shape in layout))
+
+
 def operand_terms(config: AcceleratorConfig, word) -> Value:
     """Return the products of the operand check of instruction ``word``, as a value.
 
@@ -64,20 +96,10 @@ def operand_terms(config: AcceleratorConfig, word) -> Value:
     sp_stride``) or of a MATMUL's activation rows (``(rows - 1) * sp_stride``, rows taken
     modulo 2**14 so ``rows == 0`` gives a large span), a loop's last activation offset
     (``(k_steps - 1) * a_step``, 0 without a loop) and a loop's weight rows
-    (``k_steps * R``). Pure expressions of ``word``: usable in any module.
+    (``k_steps * R``). Pure expressions of ``word``: usable in any module. It is
+    ``terms_of_factors(term_factors(word))``; a pipeline may register between the two.
     """
-    R = config.rows
-    mm = data.View(isa.layout(isa.Opcode.MATMUL), word)
-    lw = data.View(isa.layout(isa.Opcode.LOAD_W), word)
-    is_lw = word[:4] == isa.Opcode.LOAD_W
-    last_step = Mux(mm.k_steps != 0, (mm.k_steps - 1)[:12], 0)
-    terms = {
-        "span": Mux(is_lw, (R - 1) * lw.sp_stride, (mm.rows - 1)[:14] * mm.sp_stride),
-        "a_last": last_step * mm.a_step,
-        "w_end": mm.k_steps * R,
-    }
-    layout = terms_layout(config)
-    return Cat(*(terms[name][:shape.width] for name, shape in layout))
+    return terms_of_factors(config, term_factors(config, word))
 
 
 class ExecuteUnit(wiring.Component):

@@ -11,13 +11,13 @@ BASE = 0x1000
 
 
 def run(program_slots, *, size, tail, rng, bus_bytes=16, units_busy=0, fetch_error=None,
-        max_cycles=3000, second=None):
+        max_cycles=3000, second=None, terms=None):
     """Serve fetches from a ring in a Python memory; record what each queue receives.
 
     With ``second = (slots, tail)``, write those slots and ring the doorbell a second time
-    after the first END.
+    after the first END. ``terms`` are the command processor's ``*_terms`` arguments.
     """
-    dut = CommandProcessor(bus_bytes)
+    dut = CommandProcessor(bus_bytes, **(terms or {}))
     mem = {BASE + 16 * i: word for i, word in program_slots.items()}
     pending_second = [second] if second else []
     out = {"ld": [], "ex": [], "st": [], "done_at": None, "irq_done": 0, "irq_error": 0,
@@ -134,6 +134,31 @@ def test_dispatch_in_order_per_queue(bus_bytes, rng):
     # END completes only once every unit has gone idle.
     assert out["done_at"] > out["last_busy"] >= 0
     assert out["head"] == len(prog)
+
+
+def test_side_terms_travel_with_their_instruction(rng):
+    """Side bits, combinational (load queue) or from a two-stage pipeline (execute queue),
+    belong to the instruction they travel with, however instructions arrive and leave."""
+    def f1(word):
+        return (word[4:36] + 1)[:32]
+
+    def f2(x):
+        return (x * 3)[:34]
+
+    terms = {"ex_terms": (f1, f2), "ld_terms": lambda word: word[8:12] ^ 5}
+    prog = [isa.encode("matmul", sp_addr=k, rows=k + 1, sp_stride=3 * k)
+            if k % 3 else isa.encode("load", mem=0, rows=1, row_bytes=1, sram_addr=k)
+            for k in range(12)] + [isa.encode("end")]
+    out = run(dict(enumerate(prog)), size=16, tail=len(prog), rng=rng, terms=terms)
+    assert out["error"] == 0 and out["irq_done"] == 1
+    mask = (1 << isa.INSN_BITS) - 1
+    ex = [w for w in prog if w & 0xF == isa.Opcode.MATMUL]
+    ld = [w for w in prog if w & 0xF == isa.Opcode.LOAD]
+    assert [p & mask for _, p in out["ex"]] == ex
+    assert [p >> isa.INSN_BITS for _, p in out["ex"]] == [
+        (((w >> 4) + 1) % 2**32 * 3) % 2**34 for w in ex]
+    assert [p & mask for _, p in out["ld"]] == ld
+    assert [p >> isa.INSN_BITS for _, p in out["ld"]] == [((w >> 8) & 0xF) ^ 5 for w in ld]
 
 
 def test_ring_wraps(rng):
