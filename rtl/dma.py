@@ -380,31 +380,29 @@ class _BurstIssuer(wiring.Component):
         row_first = Signal()              # the next burst is the first of its row
         nxt = Signal(a)                   # start address of the next row
 
-        # The next burst's length and whether it ends the row are registers, computed
-        # as the row is loaded or the previous burst issues (from registers only), so
-        # that issuing a burst is decided by comparisons of registers.
-        # Widths match wherever two signals are compared (Verilator -Wall).
-        blen = Signal(nbits)
-        row_end = Signal()
-
-        def first_burst(beats, block):
-            """The burst length and row end of a row with ``beats`` bus beats whose first
-            beat lies ``block`` beats before a max_burst boundary."""
-            fits = Signal(name="row_fits")
-            m.d.comb += fits.eq(beats <= block)
-            return [row_end.eq(fits), blen.eq(Mux(fits, beats, block))]
-
         def load_row(addr, lm_, nout_m1_):
             t = Signal(s + 1, name="row_t")
-            beats = Signal(nbits, name="row_beats")
-            block = Signal(nbits, name="row_block")
-            m.d.comb += [t.eq(addr[:s] + lm_), beats.eq(nout_m1_ + 1 + t[s]),
-                         block.eq(mb - addr[s:s + (mb - 1).bit_length()] if mb > 1 else 1)]
+            m.d.comb += t.eq(addr[:s] + lm_)
+            first_block = mb - addr[s:s + (mb - 1).bit_length()] if mb > 1 else 1
             return [
-                beat.eq(addr[s:]), o.eq(addr[:s]), extra.eq(t[s]),
+                beat.eq(addr[s:]), o.eq(addr[:s]), extra.eq(t[s]), in_block.eq(first_block),
                 tail.eq(t[:s] if self._write else lm_),
-                beats_left.eq(beats), row_first.eq(1), *first_burst(beats, block),
+                beats_left.eq(nout_m1_ + 1 + t[s]), row_first.eq(1),
             ]
+
+        # Widths match wherever two signals are compared (Verilator -Wall).
+        # Beats left before the next max_burst boundary: a register kept beside `beat`
+        # (set with each row's first beat; a burst that stops at the boundary leaves
+        # max_burst), so no subtraction precedes the burst's length. The length and the
+        # row end follow from registers by one comparison; whether the burst may go does
+        # not wait for them (`credit_ok` is the parent's).
+        in_block = Signal(nbits, init=mb)
+        blen = Signal(nbits)
+        row_end = Signal()
+        m.d.comb += [
+            row_end.eq(beats_left <= in_block),
+            blen.eq(Mux(row_end, beats_left, in_block)),
+        ]
 
         bus_ok = Signal()
         go = Signal()
@@ -426,18 +424,15 @@ class _BurstIssuer(wiring.Component):
             self.issued_beats.eq(blen),
         ]
 
-        rest = Signal(nbits)
-        m.d.comb += rest.eq(beats_left - blen)
         with m.If(go):
             m.d.sync += [
                 ax.valid.eq(1),
                 ax.payload.addr.eq(Cat(Const(0, s), beat)),
                 ax.payload.len.eq(blen - 1),
                 beat.eq(beat + blen),
-                beats_left.eq(rest),
+                beats_left.eq(beats_left - blen),
                 row_first.eq(0),
-                # The row goes on from a max_burst boundary.
-                *first_burst(rest, Const(mb, nbits)),
+                in_block.eq(mb),     # the row goes on from a max_burst boundary
             ]
             with m.If(row_end):
                 m.d.sync += rows_left.eq(rows_left - 1)

@@ -25,6 +25,7 @@ from llmchip.sw import isa, regs
 from .accumulator import write_layout
 from .dma_if import DmaError, dma_cmd_layout, dma_data_layout, dma_done_layout, error_code
 from .pe import _rejected
+from .slice import RegisterSlice
 from .store import param_row_bytes
 
 __all__ = ["LoadUnit"]
@@ -208,9 +209,13 @@ class LoadUnit(wiring.Component):
                         m.d.comb += row[p].eq(buf[p])
         writing = Signal()
         m.d.comb += writing.eq(self.rd_data.valid & row_end)
-        # Only the accumulator can refuse a row (the array's results have priority there).
+        # Rows go out a cycle later, from registers: the accumulator's through a register
+        # slice, the others (never refused) through plain registers. Only the accumulator
+        # can refuse a row (the array's results have priority there).
+        m.submodules.acc_slice = acc_slice = RegisterSlice(self.acc_l.payload.shape())
+        wiring.connect(m, acc_slice.o, wiring.flipped(self.acc_l))
         m.d.comb += self.rd_data.ready.eq(~row_end | (mem != isa.Mem.ACCUMULATOR)
-                                          | self.acc_l.ready)
+                                          | acc_slice.i.ready)
         beat_fire = Signal()
         m.d.comb += beat_fire.eq(self.rd_data.valid & self.rd_data.ready)
         with m.If(beat_fire):
@@ -226,27 +231,35 @@ class LoadUnit(wiring.Component):
         sp_bytes = self.sp_row_bytes
         acc_bytes = self.widths[isa.Mem.ACCUMULATOR]
         raw = row.as_value()
-        m.d.comb += [
+        m.d.sync += [
             self.sp_w.valid.eq(writing & (mem == isa.Mem.SCRATCHPAD)),
             self.sp_w.payload.addr.eq(addr),
             self.sp_w.payload.data.as_value().eq(raw[:8 * sp_bytes]),
-            self.acc_l.valid.eq(writing & (mem == isa.Mem.ACCUMULATOR)),
-            self.acc_l.payload.addr.eq(addr),
-            self.acc_l.payload.accumulate.eq(0),
             self.param_w.valid.eq(writing & (mem == isa.Mem.PARAMS)),
             self.param_w.payload.addr.eq(addr),
             self.param_w.payload.data.as_value().eq(raw[:8 * param_row_bytes(C)]),
         ]
+        acc_in = acc_slice.i.payload
+        m.d.comb += [
+            acc_slice.i.valid.eq(writing & (mem == isa.Mem.ACCUMULATOR)),
+            acc_in.addr.eq(addr),
+            acc_in.accumulate.eq(0),
+        ]
         lane_bits = cfg.acc_width
         for j in range(C):
-            m.d.comb += self.acc_l.payload.data[j].eq(
+            m.d.comb += acc_in.data[j].eq(
                 raw[lane_bits * j:lane_bits * (j + 1)].as_signed()
                 if lane_bits * (j + 1) <= 8 * acc_bytes else Signal(signed(lane_bits)))
+        # Rows still on their way to a memory.
+        writes_pending = Signal()
+        m.d.comb += writes_pending.eq(self.sp_w.valid | self.param_w.valid | acc_slice.holding)
 
         # Completion of the oldest LOAD in flight: the DMA sends `rd_done` only after the
-        # command's last beat was taken, so its rows are written.
+        # command's last beat was taken, and it is taken once no row is on its way to a
+        # memory, so its rows are written.
         done = Signal()
-        m.d.comb += [self.rd_done.ready.eq(~empty), done.eq(self.rd_done.valid & ~empty)]
+        m.d.comb += [self.rd_done.ready.eq(~empty & ~writes_pending),
+                     done.eq(self.rd_done.valid & self.rd_done.ready)]
         with m.If(done):
             m.d.comb += self.ex_push.eq(descs[done_ptr[:k]].push)
             m.d.sync += done_ptr.eq(done_ptr + 1)

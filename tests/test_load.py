@@ -41,6 +41,7 @@ def run(cfg, bus_bytes, dram, program, *, rng, dma_error=DmaError.OK, acc_ready=
         ctx.set(dut.ex_avail, ex_avail)
         i = 0
         flight = deque()    # per command not yet completed: [beats left, completion code]
+        written = 0         # rows taken by the memories' write ports
         for cycle in range(4000):
             ctx.set(dut.insn.valid, i < len(program))
             if i < len(program):
@@ -76,6 +77,7 @@ def run(cfg, bus_bytes, dram, program, *, rng, dma_error=DmaError.OK, acc_ready=
                 if ctx.get(port.valid) and ready:
                     p = ctx.get(port.payload)
                     out[key][p.addr] = [int(v) for v in p.data]
+                    written += 1
             if offer and ctx.get(dut.rd_data.ready):
                 source.popleft()
             # A completion follows its command's last beat by at least a cycle.
@@ -85,6 +87,12 @@ def run(cfg, bus_bytes, dram, program, *, rng, dma_error=DmaError.OK, acc_ready=
             if ctx.get(dut.rd_done.valid) and ctx.get(dut.rd_done.ready):
                 flight.popleft()
                 out["done_cycles"].append(cycle)
+                # Taking a completion means every row of the command is in its memory
+                # (rows written in this cycle count: they land at the clock edge).
+                completed = len(out["done_cycles"])
+                rows_due = sum(c[1] for c in out["cmds"][:completed])
+                assert written >= rows_due, \
+                    f"LOAD {completed - 1} completed with {rows_due - written} rows unwritten"
             if ctx.get(dut.ex_push):
                 out["pushes"] += 1
                 out["push_cycles"].append(cycle)
