@@ -250,13 +250,16 @@ class LoadUnit(wiring.Component):
             m.d.comb += acc_in.data[j].eq(
                 raw[lane_bits * j:lane_bits * (j + 1)].as_signed()
                 if lane_bits * (j + 1) <= 8 * acc_bytes else Signal(signed(lane_bits)))
-        # Rows still on their way to a memory.
+        # A row on its way to the accumulator may wait there; a scratchpad or parameter
+        # row lands at the end of the cycle after its last beat, before the completion,
+        # which comes a cycle or more after that beat, is taken.
         writes_pending = Signal()
-        m.d.comb += writes_pending.eq(self.sp_w.valid | self.param_w.valid | acc_slice.holding)
+        m.d.comb += writes_pending.eq(acc_slice.holding)
 
         # Completion of the oldest LOAD in flight: the DMA sends `rd_done` only after the
-        # command's last beat was taken, and it is taken once no row is on its way to a
-        # memory, so its rows are written.
+        # command's last beat was taken, and it is taken once no row waits for the
+        # accumulator, so its rows are written (or, for the scratchpad and the parameter
+        # memory, are written at this clock edge).
         done = Signal()
         m.d.comb += [self.rd_done.ready.eq(~empty & ~writes_pending),
                      done.eq(self.rd_done.valid & self.rd_done.ready)]
