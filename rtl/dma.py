@@ -272,7 +272,7 @@ class _CommandCheck(wiring.Component):
         span_hi = Signal(a)
         base = Signal(a + 17)             # addr + row_bytes
         below = Signal()
-        span = Signal(a + 16)
+        span = Signal(signed(a + 19))     # never negative; as wide as the rooms (Verilator)
         room_w = Signal(signed(a + 19))   # limit - base: may be negative
         room_a = Signal(signed(a + 19))   # 2**a - base
         limit = Signal(a + 2)             # one past the window (registered; it is set
