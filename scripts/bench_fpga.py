@@ -19,6 +19,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from statistics import median
 
 from llmchip.config import AcceleratorConfig
 from llmchip.fpga import TARGETS, run_flow
@@ -64,16 +65,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--accelerator-router", default="router1", choices=ROUTERS,
                    help="nextpnr router for the accelerator top (default router1: router2's "
                         "congestion negotiation stalls on it); arrays use the flow's default")
+    p.add_argument("--seeds", default="1",
+                   help="nextpnr seeds of the ecp5 section, e.g. 1,2,3: one place and route "
+                        "says little about a large design; with several, the Fmax spread "
+                        "(median, min, max) is printed per design")
     p.add_argument("--json", type=Path, default=Path("bench_fpga.json"))
     args = p.parse_args(argv)
 
     reports = []
     print(HEADER, flush=True)
 
-    def run(cfg: AcceleratorConfig, target: str, top: str) -> dict:
+    try:
+        seeds = [int(v) for v in args.seeds.split(",")]
+    except ValueError:
+        p.error(f"--seeds must be integers separated by commas, not {args.seeds!r}")
+
+    def run(cfg: AcceleratorConfig, target: str, top: str, seed: int = 1) -> dict:
         t0 = time.perf_counter()
         router = args.accelerator_router if top == "accelerator" else None
-        r = run_flow(cfg, target, top=top, timeout=args.timeout, router=router)
+        r = run_flow(cfg, target, top=top, timeout=args.timeout, router=router, seed=seed)
         r["bench_wall_s"] = round(time.perf_counter() - t0, 1)
         reports.append(r)
         print(_row(r), flush=True)
@@ -84,11 +94,19 @@ def main(argv: list[str] | None = None) -> int:
     if "ecp5" in sections:
         # The pipelined variant first: it is the one the goals are about.
         variants = args.variants.split(",") if args.variants else [args.pipeline, "none"]
+        spread = []
         for pipeline in variants:
             for top in args.tops.split(","):
                 for n in (int(s) for s in args.sizes.split(",")):
-                    run(AcceleratorConfig(rows=n, cols=n, pipeline=pipeline), "ecp5-85k",
-                        top)
+                    got = [run(AcceleratorConfig(rows=n, cols=n, pipeline=pipeline),
+                               "ecp5-85k", top, seed)["fmax_mhz"] for seed in seeds]
+                    spread.append((top, n, pipeline, [f for f in got if f is not None]))
+        if len(seeds) > 1:
+            print(f"\nFmax over seeds {args.seeds} (MHz):", flush=True)
+            for top, n, pipeline, fmaxes in spread:
+                if fmaxes:
+                    print(f"  {top:<11} {n}x{n} {pipeline:<8} median {median(fmaxes):6.1f}  "
+                          f"min {min(fmaxes):6.1f}  max {max(fmaxes):6.1f}", flush=True)
     if "largest" in sections:
         print("\nlargest array that fits (array top, mult auto, pipeline "
               f"{args.pipeline}):", flush=True)
