@@ -13,7 +13,7 @@ program right away.
 
 from __future__ import annotations
 
-from amaranth.hdl import EnableInserter, Module, Mux, ResetInserter, Signal, signed
+from amaranth.hdl import Cat, EnableInserter, Module, Mux, ResetInserter, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
@@ -33,7 +33,7 @@ from .execute import ExecuteUnit, term_factors, terms_of_factors
 from .load import LoadUnit
 from .pe import _rejected
 from .scratchpad import Scratchpad
-from .slice import RegisterSlice
+from .slice import DataDoneSlices, RegisterSlice
 from .store import StoreUnit
 
 __all__ = ["Accelerator", "ReadArbiter", "csr_constants", "dvfs_params", "dvfs_signature",
@@ -265,8 +265,20 @@ class Accelerator(wiring.Component):
 
         # DMA: writes belong to the store unit; the read engine is shared by instruction
         # fetch and the load unit, whose commands may be in flight together.
-        wiring.connect(m, su.wr_cmd, dma.wr_cmd)
-        wiring.connect(m, su.wr_data, dma.wr_data)
+        # The streams between the units and the DMA pass register slices, so that neither
+        # side's handshake logic reaches into the other's in one cycle (the units and the
+        # DMA are placed apart). A beat or command in a slice keeps the core from idle.
+        slices = []
+
+        def sliced(name, src, dst, *, connect=True, **kwargs):
+            piece = unit(name, RegisterSlice(src.payload.shape(), **kwargs))
+            if connect:
+                wiring.connect(m, src, piece.i)
+            wiring.connect(m, piece.o, dst)
+            slices.append(piece.holding)
+            return piece
+        sliced("wr_cmd_slice", su.wr_cmd, dma.wr_cmd)
+        sliced("wr_data_slice", su.wr_data, dma.wr_data)
         resetting = Signal()
         # During a soft reset the completions go to no client: an aborted command's client
         # may never take its completion (a STORE takes it only once all of its data went
@@ -275,15 +287,24 @@ class Accelerator(wiring.Component):
         def completions(src, dst):
             m.d.comb += [dst.valid.eq(src.valid & ~resetting), dst.payload.eq(src.payload),
                          src.ready.eq(dst.ready | resetting)]
-        completions(dma.wr_done, su.wr_done)
+        wr_done = sliced("wr_done_slice", dma.wr_done, su.wr_done, connect=False)
+        completions(dma.wr_done, wr_done.i)
         arb = unit("rd_arbiter", ReadArbiter(B, ADDR_BITS, dma.config.max_pending))
         wiring.connect(m, cp.rd_cmd, arb.fetch_cmd)
         wiring.connect(m, arb.fetch_data, cp.rd_data)
         wiring.connect(m, arb.fetch_done, cp.rd_done)
         wiring.connect(m, lu.rd_cmd, arb.load_cmd)
-        wiring.connect(m, arb.load_data, lu.rd_data)
-        wiring.connect(m, arb.load_done, lu.rd_done)
-        wiring.connect(m, arb.rd_cmd, dma.rd_cmd)
+        # The load unit's `ready` depends on its row state; through a slice it no longer
+        # reaches the arbiter and the DMA's output stage. Its completions pass a slice too,
+        # behind their command's data.
+        load_slices = unit("load_slices", DataDoneSlices(arb.load_data.payload.shape(),
+                                                         arb.load_done.payload.shape()))
+        wiring.connect(m, arb.load_data, load_slices.data_i)
+        wiring.connect(m, arb.load_done, load_slices.done_i)
+        wiring.connect(m, load_slices.data_o, lu.rd_data)
+        wiring.connect(m, load_slices.done_o, lu.rd_done)
+        slices.append(load_slices.holding)
+        sliced("rd_cmd_slice", arb.rd_cmd, dma.rd_cmd)
         wiring.connect(m, dma.rd_data, arb.rd_data)
         completions(dma.rd_done, arb.rd_done)
         m.d.comb += [dma.window_base.eq(csr.dram_base),
@@ -293,12 +314,19 @@ class Accelerator(wiring.Component):
         # units: tokens pushed by a stopped program must not release the next one's work.
         def tokens(name, push, pop):
             count = Signal(8, name=name)
-            after_push = Signal(8, name=f"{name}_pushed")
-            m.d.comb += after_push.eq(count + push)
-            # Both outcomes before the pop (a unit's take decision) selects one.
+            avail = Signal(name=f"{name}_avail")     # count != 0, as a register
+            up, down, one = Signal(8), Signal(8), Signal()
+            # The increment, the decrement and `count == 1` come from the register alone;
+            # the push and the pop (units' decisions, late in the cycle) only select.
+            m.d.comb += [up.eq(count + 1), down.eq(count - 1), one.eq(count == 1)]
             with m.If(en):
-                m.d.sync += count.eq(Mux(unit_rst, 0, Mux(pop, after_push - 1, after_push)))
-            return count != 0
+                with m.If(unit_rst):
+                    m.d.sync += [count.eq(0), avail.eq(0)]
+                with m.Elif(push & ~pop):
+                    m.d.sync += [count.eq(up), avail.eq(1)]
+                with m.Elif(pop & ~push):
+                    m.d.sync += [count.eq(down), avail.eq(~one)]
+            return avail
 
         m.d.comb += [
             eu.ld_avail.eq(tokens("tok_ld2ex", lu.ex_push, eu.ld_pop)),
@@ -323,7 +351,8 @@ class Accelerator(wiring.Component):
         ]
         all_idle = Signal()
         m.d.comb += all_idle.eq(~cp.busy & ~lu.busy & ~eu.busy & ~su.busy & dma.idle
-                                & ~held["ld"] & ~held["ex"] & ~held["st"])
+                                & ~held["ld"] & ~held["ex"] & ~held["st"]
+                                & ~Cat(*slices).any())
         m.d.comb += csr.status.eq(cp.busy | (cp.done << 2) | (all_idle << 1)
                                   | (cp.error << 8))
         with m.If(csr.ctrl_soft_reset):

@@ -200,13 +200,15 @@ class LoadUnit(wiring.Component):
         beats_m1 = Signal.like(beat)
         row_end = Signal()
         m.d.comb += [beats_m1.eq(nbeats - 1), row_end.eq(beat == beats_m1)]
-        for j in range(nbeats_max):
-            with m.If(beat == j):
-                for p in range(W):
-                    if j * B <= p < (j + 1) * B:
-                        m.d.comb += row[p].eq(self.rd_data.payload.data[p - j * B])
-                    elif p < j * B:
-                        m.d.comb += row[p].eq(buf[p])
+        # `beat` decoded, kept in registers beside it: `at[j]` is `beat == j`, `past[j]` is
+        # `beat > j`. Byte p of the row is then a choice between this beat's byte, the
+        # held byte and zero by two registers, not by a compare of `beat` for every byte.
+        at = Signal(nbeats_max, init=1)
+        past = Signal(nbeats_max)
+        for p in range(W):
+            j = p // B
+            m.d.comb += row[p].eq(Mux(at[j], self.rd_data.payload.data[p - j * B],
+                                      Mux(past[j], buf[p], 0)))
         writing = Signal()
         m.d.comb += writing.eq(self.rd_data.valid & row_end)
         # Rows go out a cycle later, from registers: the accumulator's through a register
@@ -221,9 +223,9 @@ class LoadUnit(wiring.Component):
         with m.If(beat_fire):
             m.d.sync += buf.eq(row)
             with m.If(row_end):
-                m.d.sync += [beat.eq(0), row_off.eq(row_off + 1)]
+                m.d.sync += [beat.eq(0), at.eq(1), past.eq(0), row_off.eq(row_off + 1)]
             with m.Else():
-                m.d.sync += beat.eq(beat + 1)
+                m.d.sync += [beat.eq(beat + 1), at.eq(at << 1), past.eq(past | at)]
             # The DMA marks the final beat of each command.
             with m.If(self.rd_data.payload.last):
                 m.d.sync += [data_ptr.eq(data_ptr + 1), row_off.eq(0)]
@@ -269,7 +271,8 @@ class LoadUnit(wiring.Component):
             # A command that ended without its data (an abort) must not shift the rows of
             # the next LOAD.
             with m.If(data_ptr == done_ptr):
-                m.d.sync += [data_ptr.eq(done_ptr + 1), beat.eq(0), row_off.eq(0)]
+                m.d.sync += [data_ptr.eq(done_ptr + 1), beat.eq(0), at.eq(1), past.eq(0),
+                             row_off.eq(0)]
             with m.If((self.rd_done.payload.error != DmaError.OK) & ~error_valid):
                 m.d.sync += [error_valid.eq(1),
                              self.error.eq(error_code(self.rd_done.payload.error))]

@@ -12,7 +12,7 @@ from amaranth.hdl import Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["RegisterSlice"]
+__all__ = ["DataDoneSlices", "RegisterSlice"]
 
 
 class RegisterSlice(wiring.Component):
@@ -23,15 +23,23 @@ class RegisterSlice(wiring.Component):
     taken while the output register holds a beat the consumer does not take waits in the
     skid register. Beats leave in order, each once. ``holding`` is high while the slice
     holds a beat.
+
+    With ``last`` naming a one-bit field of the payload (a command's last data beat, say),
+    ``holding_last`` is high while a held beat has that field set: a completion that must
+    not overtake its command's data waits for it to be low.
     """
 
-    def __init__(self, shape):
+    def __init__(self, shape, *, last: str | None = None):
         self.shape = shape
-        super().__init__({
+        self.last = last
+        members = {
             "i": In(stream.Signature(shape)),
             "o": Out(stream.Signature(shape)),
             "holding": Out(1),
-        })
+        }
+        if last is not None:
+            members["holding_last"] = Out(1)
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
@@ -43,6 +51,11 @@ class RegisterSlice(wiring.Component):
             taken.eq(self.o.valid & self.o.ready),
             self.holding.eq(self.o.valid | skid_valid),
         ]
+        if self.last is not None:
+            out_last = getattr(self.o.payload, self.last)
+            skid_last = getattr(skid, self.last)
+            m.d.comb += self.holding_last.eq((self.o.valid & out_last)
+                                             | (skid_valid & skid_last))
         with m.If(taken):
             m.d.sync += [self.o.valid.eq(skid_valid), self.o.payload.eq(skid),
                          skid_valid.eq(0)]
@@ -53,4 +66,42 @@ class RegisterSlice(wiring.Component):
                 m.d.sync += [skid_valid.eq(1), skid.eq(self.i.payload)]
             with m.Else():
                 m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(self.i.payload)]
+        return m
+
+
+class DataDoneSlices(wiring.Component):
+    """Register slices for a stream of data beats and the stream of their completions.
+
+    Each command's data ends with a beat whose ``last`` field is set, and its completion
+    comes on ``done_i`` only after that beat was taken (a DMA read engine's contract). Both
+    streams pass a :class:`RegisterSlice`; a completion enters its slice only while the data
+    slice holds no ``last`` beat, so the consumer never sees a completion before the data of
+    its command (a command without data, one refused for an error, completes as before).
+    ``holding`` is high while either slice holds something.
+    """
+
+    def __init__(self, data_shape, done_shape, *, last: str = "last"):
+        self._data = RegisterSlice(data_shape, last=last)
+        self._done = RegisterSlice(done_shape)
+        super().__init__({
+            "data_i": In(stream.Signature(data_shape)),
+            "data_o": Out(stream.Signature(data_shape)),
+            "done_i": In(stream.Signature(done_shape)),
+            "done_o": Out(stream.Signature(done_shape)),
+            "holding": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.data = data = self._data
+        m.submodules.done = done = self._done
+        wiring.connect(m, wiring.flipped(self.data_i), data.i)
+        wiring.connect(m, data.o, wiring.flipped(self.data_o))
+        wiring.connect(m, done.o, wiring.flipped(self.done_o))
+        m.d.comb += [
+            done.i.valid.eq(self.done_i.valid & ~data.holding_last),
+            done.i.payload.eq(self.done_i.payload),
+            self.done_i.ready.eq(done.i.ready & ~data.holding_last),
+            self.holding.eq(data.holding | done.holding),
+        ]
         return m

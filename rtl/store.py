@@ -142,6 +142,12 @@ class StoreUnit(wiring.Component):
         cmd_pending = Signal()
         params_pending = Signal()
         cmd = Signal(dma_cmd_layout(self.addr_width))
+        # Every row read and every beat sent, as of the previous cycle: a register, so the
+        # completion logic does not start from the counters' compares. In STREAM it only
+        # ever goes from low to high (the command is taken once, as `beats_left` is set),
+        # and it is low on entering STREAM, the command being still pending then.
+        sent = Signal()
+        m.d.sync += sent.eq((beats_left == 0) & ~cmd_pending & (reads_left == 0))
 
         with m.FSM():
             with m.State("IDLE"):
@@ -166,8 +172,7 @@ class StoreUnit(wiring.Component):
                 # The parameter row was addressed on the take edge; it is on pr.data now.
                 m.next = "STREAM"
             with m.State("STREAM"):
-                with m.If((beats_left == 0) & ~cmd_pending & (reads_left == 0)
-                          & self.wr_done.valid):
+                with m.If(sent & self.wr_done.valid):
                     m.d.comb += self.wr_done.ready.eq(1)
                     m.d.sync += active.eq(0)
                     m.d.comb += self.ex_push.eq(push)

@@ -39,21 +39,21 @@ class Timing:
     dram_read_latency: int = 8     #: AR accepted -> first R beat
     dram_write_latency: int = 2    #: last W beat -> B response
     rd_first: int = 9              #: read command accepted -> first AR (check, issue)
-    rd_done: int = 2               #: last R beat -> completion seen by the client
+    rd_done: int = 0               #: last R beat -> completion seen by the client
     rd_gap: int = 0                #: idle address-channel cycles between commands
     wr_first: int = 6              #: write command accepted -> first W beat possible
-    wr_done: int = 7               #: B response -> completion seen by the store unit
-    load_issue: int = 2            #: LOAD taken -> DMA command accepted
+    wr_done: int = 11              #: B response -> completion seen by the store unit
+    load_issue: int = 7            #: LOAD taken -> DMA command accepted
     load_inflight: int = 8         #: LOADs in flight in the load unit
-    fetch_issue: int = 0           #: fetch decided -> DMA command presented
+    fetch_issue: int = 4           #: fetch decided -> DMA command presented
     fetch_gap: int = 3             #: fetch completion -> next fetch may be decided
-    dispatch: int = 3              #: instruction in the buffer -> in its queue
+    dispatch: int = 6              #: instruction in the buffer -> in its queue
     ex_head: int = 2               #: cycles an execute instruction stays at the buffer's
     #:                                head first (its operand-check products' pipeline)
     take: int = 1                  #: instruction at a queue head -> taken by its unit
     w_first: int = 5               #: weight tile start -> first weight row in the array
     a_first: int = 3               #: MATMUL taken -> first activation row can enter
-    commit: int = 3                #: last row out of the array -> readable, token pushed
+    commit: int = 2                #: last row out of the array -> readable, token pushed
     st_first: int = 10             #: STORE taken -> first row into the write engine
     queue_depth: int = 4
     fetch_max: int = 8

@@ -23,6 +23,7 @@ from llmchip.rtl.axi import AxiResp
 from llmchip.rtl.dma import AxiDma
 from llmchip.rtl.generate import LINT_WAIVERS, component_ports
 from llmchip.rtl.load import LoadUnit
+from llmchip.rtl.slice import DataDoneSlices, RegisterSlice
 from llmchip.sw import isa, regs
 from llmchip.tb import toolchain
 
@@ -32,22 +33,32 @@ SP_ROWS, ACC_ROWS, PARAM_ROWS = 256, 16, 4
 
 
 class ReadPath(Elaboratable):
-    """The accelerator's read path: load unit and a fetch port, arbiter, DMA."""
+    """The accelerator's read path: load unit and a fetch port, arbiter, DMA, with the
+    accelerator's register slices (commands into the DMA; the load unit's data and
+    completions)."""
 
     def __init__(self, cfg: AcceleratorConfig):
         self.cfg = cfg
         self.dma = AxiDma(32, cfg.bus_bits, 1, max_outstanding=cfg.dma_outstanding)
         self.arb = ReadArbiter(cfg.bus_bytes, 32, self.dma.config.max_pending)
         self.lu = LoadUnit(cfg, SP_ROWS, ACC_ROWS, PARAM_ROWS, cfg.bus_bytes, 32)
+        self.cmd_slice = RegisterSlice(self.arb.rd_cmd.payload.shape())
+        self.load_slices = DataDoneSlices(self.arb.load_data.payload.shape(),
+                                          self.arb.load_done.payload.shape())
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.dma, m.submodules.arb, m.submodules.lu = dma, arb, lu = \
             self.dma, self.arb, self.lu
+        m.submodules.cmd_slice = cmd_slice = self.cmd_slice
+        m.submodules.load_slices = load_slices = self.load_slices
         wiring.connect(m, lu.rd_cmd, arb.load_cmd)
-        wiring.connect(m, arb.load_data, lu.rd_data)
-        wiring.connect(m, arb.load_done, lu.rd_done)
-        wiring.connect(m, arb.rd_cmd, dma.rd_cmd)
+        wiring.connect(m, arb.load_data, load_slices.data_i)
+        wiring.connect(m, arb.load_done, load_slices.done_i)
+        wiring.connect(m, load_slices.data_o, lu.rd_data)
+        wiring.connect(m, load_slices.done_o, lu.rd_done)
+        wiring.connect(m, arb.rd_cmd, cmd_slice.i)
+        wiring.connect(m, cmd_slice.o, dma.rd_cmd)
         wiring.connect(m, dma.rd_data, arb.rd_data)
         wiring.connect(m, dma.rd_done, arb.rd_done)
         return m
@@ -64,7 +75,8 @@ def run(top: ReadPath, mem: bytes, program, *, rng, latency=0, slverr=(), bus_p=
     """
     dma, arb, lu, B = top.dma, top.arb, top.lu, top.cfg.bus_bytes
     out = {"sp": {}, "acc": {}, "params": {}, "pushes": [], "takes": [], "error": None,
-           "error_at": None, "fetched": [], "fetch_done": [], "idle": None, "overlap": 0}
+           "error_at": None, "fetched": [], "fetch_done": [], "idle": None, "overlap": 0,
+           "written_at": []}
     r_queue: deque = deque()      # (first cycle it may go out, data, resp, last)
     fetches = deque(fetches)
 
@@ -107,6 +119,7 @@ def run(top: ReadPath, mem: bytes, program, *, rng, latency=0, slverr=(), bus_p=
                 if g(port.valid) and ready:
                     p = g(port.payload)
                     out[key][p.addr] = [int(v) for v in p.data]
+                    out["written_at"].append(cycle)
             if g(arb.fetch_data.valid) and g(arb.fetch_data.ready):
                 p = g(arb.fetch_data.payload)
                 beats.append(bytes(int(v) for v in p.data))
@@ -122,7 +135,8 @@ def run(top: ReadPath, mem: bytes, program, *, rng, latency=0, slverr=(), bus_p=
                 in_flight[name] += (g(cmd.valid) and g(cmd.ready)) - (g(done.valid)
                                                                        and g(done.ready))
             out["overlap"] += in_flight["fetch"] > 0 and in_flight["load"] > 0
-            busy, idle = g(lu.busy), g(dma.idle)
+            busy = g(lu.busy) or g(top.cmd_slice.holding) or g(top.load_slices.holding)
+            idle = g(dma.idle)
             await ctx.tick()
 
             if took:
@@ -273,3 +287,30 @@ def test_arbiter_lint_clean(tmp_path):
                           capture_output=True, text=True, timeout=600)
     report = proc.stdout + proc.stderr
     assert proc.returncode == 0 and "%Warning" not in report, report[:3000]
+
+
+@pytest.mark.parametrize("acc_p", [0.15, 0.4])
+def test_completions_follow_data_through_the_slices(acc_p, rng):
+    """Multi-beat accumulator rows that the accumulator often refuses: the load unit's data
+    slice fills up, and a command's completion must not reach the unit before the command's
+    last beat (taken early, it would end the LOAD and hand its last rows to the next one)."""
+    cfg = AcceleratorConfig(rows=16, cols=4, bus_bits=64)
+    mem = random_mem(rng)
+    prog = []
+    for _ in range(40):
+        rows = int(rng.integers(1, 4))
+        prog.append(isa.encode(
+            "load", mem=isa.Mem.ACCUMULATOR, rows=rows, row_bytes=int(rng.integers(9, 17)),
+            dram_addr=MEM_BASE + int(rng.integers(0, MEM_SIZE - 64 * rows)),
+            dram_stride=int(rng.integers(16, 64)),
+            sram_addr=int(rng.integers(0, ACC_ROWS - rows + 1)), push_next=True))
+    out = run(ReadPath(cfg), mem, prog, rng=rng, latency=int(rng.integers(0, 4)), acc_p=acc_p)
+    assert out["error"] is None and len(out["pushes"]) == len(prog)
+    assert out["acc"] == expected_rows(cfg, mem, prog)["acc"]
+    # Rows are written in program order; a LOAD's token goes out only after the cycle its
+    # last row was written.
+    last_row = np.cumsum([isa.decode(w).fields["rows"] for w in prog]) - 1
+    written = np.array(out["written_at"])[last_row]
+    early = [k for k, (push, w) in enumerate(zip(out["pushes"], written, strict=True))
+             if push <= w]
+    assert not early, f"LOADs {early} completed before their last row was written"

@@ -3,13 +3,19 @@ valid/ready, full throughput, and outputs that do not follow the other side comb
 
 import pytest
 from amaranth.hdl import unsigned
+from amaranth.lib import data
 from amaranth.sim import Simulator
 
-from llmchip.rtl.slice import RegisterSlice
+from llmchip.rtl.slice import DataDoneSlices, RegisterSlice
+
+# Beats with a `last` flag in bit 15.
+LAST_BEAT = data.StructLayout({"data": unsigned(15), "last": 1})
 
 
-def run(rng, beats, p_valid, p_ready, cycles=2000):
-    dut = RegisterSlice(unsigned(16))
+def run(rng, beats, p_valid, p_ready, cycles=2000, last=False):
+    dut = RegisterSlice(LAST_BEAT, last="last") if last else RegisterSlice(unsigned(16))
+    i_payload, o_payload = ((dut.i.payload.as_value(), dut.o.payload.as_value()) if last
+                            else (dut.i.payload, dut.o.payload))
     got, got_at, sent_at = [], [], []
 
     async def bench(ctx):
@@ -17,7 +23,7 @@ def run(rng, beats, p_valid, p_ready, cycles=2000):
         for cycle in range(cycles):
             offer = k < len(beats) and rng.random() < p_valid
             ctx.set(dut.i.valid, offer)
-            ctx.set(dut.i.payload, beats[k] if offer else 0)
+            ctx.set(i_payload, beats[k] if offer else 0)
             ready = rng.random() < p_ready
             ctx.set(dut.o.ready, ready)
             # `i.ready` and `o.valid` are registers: the other side's inputs of this cycle
@@ -30,8 +36,15 @@ def run(rng, beats, p_valid, p_ready, cycles=2000):
             ctx.set(dut.i.valid, offer)
             if ctx.get(dut.holding) != (o_valid or not i_ready):
                 raise AssertionError("holding does not match the registers")
+            if last:
+                # The beats held are those sent and not yet received.
+                held = beats[len(got):len(sent_at)]
+                want = any(b >> 15 for b in held)
+                if ctx.get(dut.holding_last) != want:
+                    raise AssertionError(f"cycle {cycle}: holding_last is not {want} with "
+                                         f"{[hex(b) for b in held]} held")
             if o_valid and ready:
-                got.append(ctx.get(dut.o.payload))
+                got.append(ctx.get(o_payload))
                 got_at.append(cycle)
             if offer and i_ready:
                 sent_at.append(cycle)
@@ -61,3 +74,77 @@ def test_full_throughput_and_one_cycle_latency(rng):
     assert got == beats
     assert sent_at == list(range(100)), "the slice refused a beat at full rate"
     assert got_at == [c + 1 for c in sent_at]
+
+
+@pytest.mark.parametrize("p_valid, p_ready", [(1.0, 1.0), (0.7, 0.5), (1.0, 0.2)])
+def test_holding_last_follows_the_held_beats(p_valid, p_ready, rng):
+    # Every third beat or so is a command's last: `holding_last` must say whether one of
+    # the beats inside the slice (output or skid register) is.
+    beats = [int(v) | (int(f) << 15) for v, f in zip(rng.integers(0, 2**15, size=200),
+                                                     rng.random(200) < 0.3, strict=True)]
+    got, _, _ = run(rng, beats, p_valid, p_ready, last=True)
+    assert got == beats
+
+
+def test_holding_last_needs_a_field():
+    plain, marked = RegisterSlice(unsigned(16)), RegisterSlice(LAST_BEAT, last="last")
+    plain._MustUse__silence = marked._MustUse__silence = True   # never elaborated
+    assert "holding_last" not in plain.signature.members
+    assert "holding_last" in marked.signature.members
+
+
+def run_data_done(rng, commands, p_ready, cycles=5000):
+    """A producer with a DMA read engine's contract (a command's completion after its last
+    beat was taken, one completion register that must be free before the next last beat
+    goes out) feeds :class:`DataDoneSlices`; the consumer takes data and completions at
+    random. Returns, per completion, the number of commands whose last beat had been taken
+    by then."""
+    dut = DataDoneSlices(LAST_BEAT, unsigned(8))
+    beats = [(k, j == n - 1) for k, n in enumerate(commands) for j in range(n)]
+    seen = []
+
+    async def bench(ctx):
+        b, done_pending, done_next, lasts = 0, False, 0, 0
+        for _ in range(cycles):
+            offer = b < len(beats) and not (beats[b][1] and done_pending)
+            ctx.set(dut.data_i.valid, offer)
+            if offer:
+                ctx.set(dut.data_i.payload.as_value(), beats[b][0] | (beats[b][1] << 15))
+            ctx.set(dut.done_i.valid, done_pending)
+            ctx.set(dut.done_i.payload, done_next)
+            take_data = rng.random() < p_ready
+            take_done = rng.random() < p_ready
+            ctx.set(dut.data_o.ready, take_data)
+            ctx.set(dut.done_o.ready, take_done)
+            g = ctx.get
+            if take_data and g(dut.data_o.valid):
+                lasts += g(dut.data_o.payload.as_value()) >> 15
+            if take_done and g(dut.done_o.valid):
+                seen.append((g(dut.done_o.payload), lasts))
+            accepted = offer and g(dut.data_i.ready)
+            done_taken = done_pending and g(dut.done_i.ready)
+            await ctx.tick()
+            if done_taken:
+                done_pending, done_next = False, done_next + 1
+            if accepted:
+                if beats[b][1]:
+                    done_pending = True
+                b += 1
+            if len(seen) == len(commands):
+                return
+        raise TimeoutError(f"{len(seen)} of {len(commands)} completions")
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return seen
+
+
+@pytest.mark.parametrize("p_ready", [1.0, 0.6, 0.25])
+def test_completions_never_overtake_their_data(p_ready, rng):
+    commands = [int(n) for n in rng.integers(1, 4, size=150)]
+    seen = run_data_done(rng, commands, p_ready)
+    assert [k for k, _ in seen] == list(range(len(commands)))
+    early = [k for k, lasts in seen if lasts < k + 1]
+    assert not early, f"completions {early[:5]} came before their command's last beat"
