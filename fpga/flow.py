@@ -141,9 +141,30 @@ def _prepare(config: AcceleratorConfig, target: Target, top: str, freq_mhz: floa
 _DEFAULT_ROUTER = {"ecp5": "router2"}
 
 
-def _nextpnr_args(target: Target, seed: int, router: str | None = None) -> list[str]:
+#: nextpnr options the flow sets itself; ``pnr_options`` may not name them.
+_FLOW_OWNED = ("--json", "--seed", "-r", "--randomize-seed", "--report", "--log", "--lpf",
+               "--pcf", "--package", "--speed", "--router", "--timing-allow-fail", "--freq",
+               "--25k", "--45k", "--85k", "--up5k", "--sdc")
+
+
+def check_pnr_options(options) -> tuple[str, ...]:
+    """Return ``options`` (extra nextpnr arguments) as a tuple, or raise ``ValueError``
+    naming the first one that is not a string or that the flow sets itself."""
+    if isinstance(options, str) or not isinstance(options, (list, tuple)):
+        raise ValueError(f"pnr_options must be a list of strings, not {options!r}")
+    for opt in options:
+        if not isinstance(opt, str) or not opt.strip():
+            raise ValueError(f"pnr_options must be non-empty strings, not {opt!r}")
+        if opt.split("=", 1)[0] in _FLOW_OWNED:
+            raise ValueError(f"pnr_options may not set {opt.split('=', 1)[0]}: the flow "
+                             f"sets it (use the matching run_flow argument)")
+    return tuple(options)
+
+
+def _nextpnr_args(target: Target, seed: int, router: str | None = None,
+                  options: tuple[str, ...] = ()) -> list[str]:
     router = router or _DEFAULT_ROUTER.get(target.family)
-    extra = ["--router", router] if router else []
+    extra = (["--router", router] if router else []) + list(options)
     if target.family == "ecp5":
         size = target.part.split("-")[1].rstrip("F").lower()
         return [f"--{size}k", "--package", target.package, "--speed", target.speed,
@@ -172,13 +193,14 @@ def _run(argv: list[str], cwd: Path, log: Path, timeout: float | None, what: str
 
 def _flow_once(config: AcceleratorConfig, target: Target, top: str, seed: int,
                freq_mhz: float, timeout: float | None, use_cache: bool,
-               router: str | None = None) -> tuple[dict, Path]:
+               router: str | None = None,
+               pnr_options: tuple[str, ...] = ()) -> tuple[dict, Path]:
     """Run (or fetch from the cache) one synthesis + P&R; return (report, its folder)."""
     text, netlist, constraints, wrap = _prepare(config, target, top, freq_mhz)
     script = (f"read_rtlil {netlist}\n{_SYNTH[target.family]}\n"
               "tee -q -o stat.json stat -json\n"
               + ("" if target.family == "xc7" else "write_json top.json\n"))
-    pnr_args = _nextpnr_args(target, seed, router) if target.pnr else []
+    pnr_args = _nextpnr_args(target, seed, router, pnr_options) if target.pnr else []
     key_src = json.dumps({"flow": FLOW_VERSION, "design": hashlib.sha256(text.encode()).hexdigest(),
                           "constraints": constraints, "script": script, "pnr": pnr_args,
                           "seed": seed, "freq": freq_mhz, "target": target.summary(),
@@ -268,6 +290,7 @@ def _flow_once(config: AcceleratorConfig, target: Target, top: str, seed: int,
         "cells": cells, "pnr_utilization": pnr_util, "pnr_note": pnr_note,
         "synth_note": synth_note,
         "seed": seed, "freq_target_mhz": freq_mhz if target.pnr else None,
+        "pnr_options": list(pnr_options),
         "seconds": round(time.perf_counter() - t0, 1),
         "stage_seconds": {"synth": round(t_synth, 1), "pnr": round(t_pnr, 1)},
         "versions": _versions(), "cache_key": key, "cached": False,
@@ -285,7 +308,7 @@ def _flow_once(config: AcceleratorConfig, target: Target, top: str, seed: int,
 def run_flow(config: AcceleratorConfig, target, *, top: str = "array",
              out_dir: str | Path | None = None, seed: int = 1, freq_mhz: float | None = None,
              timeout: float | None = None, use_cache: bool = True,
-             router: str | None = None) -> dict:
+             router: str | None = None, pnr_options=()) -> dict:
     """Synthesize (and place and route) ``config`` on ``target``; return the report.
 
     Parameters
@@ -312,6 +335,11 @@ def run_flow(config: AcceleratorConfig, target, *, top: str = "array",
         nextpnr's router; by default router2 on ECP5 (fast on the arrays) and nextpnr's
         own default on iCE40. On ECP5 router1 finishes accelerators that router2 does not
         (its congestion negotiation stalls on them).
+    pnr_options : list of str, optional
+        Extra nextpnr arguments, e.g. ``["--placer-heap-timingweight", "40"]`` (placer
+        and router tuning). They are part of the run's cache key and are reported as
+        ``pnr_options``; the ones the flow sets itself (seed, router, part, outputs) are
+        refused.
 
     Returns
     -------
@@ -325,7 +353,7 @@ def run_flow(config: AcceleratorConfig, target, *, top: str = "array",
     TypeError
         If ``config`` is not an :class:`AcceleratorConfig`.
     ValueError
-        If the target, top, seed or router is invalid.
+        If the target, top, seed, router or an option in ``pnr_options`` is invalid.
     RuntimeError
         If a tool fails for a reason other than the design not fitting.
     """
@@ -337,13 +365,18 @@ def run_flow(config: AcceleratorConfig, target, *, top: str = "array",
     check_int("seed", seed, 0, 2**31 - 1)
     if router is not None and router not in ROUTERS:
         raise ValueError(f"router must be one of {', '.join(ROUTERS)}, not {router!r}")
+    pnr_options = check_pnr_options(pnr_options)
+    if pnr_options and not tgt.pnr:
+        raise ValueError(f"pnr_options need a target with place and route; {tgt.name} "
+                         f"is synthesized only")
     if freq_mhz is None:
         freq_mhz = tgt.freq_mhz
     elif isinstance(freq_mhz, bool) or not isinstance(freq_mhz, (int, float)) or freq_mhz <= 0:
         raise ValueError(f"freq_mhz must be a positive number, not {freq_mhz!r}")
 
     t0 = time.perf_counter()
-    report, folder = _flow_once(config, tgt, top, seed, freq_mhz, timeout, use_cache, router)
+    report, folder = _flow_once(config, tgt, top, seed, freq_mhz, timeout, use_cache, router,
+                                pnr_options)
     attempts = [report["cache_key"]]
     if config.mult == "auto":
         # Per-PE hard multipliers at this operand width; the rest (other blocks) stays.
@@ -358,7 +391,7 @@ def run_flow(config: AcceleratorConfig, target, *, top: str = "array",
             resolved = (config.replace(mult="lut") if keep == 0
                         else config.replace(mult="hybrid", dsp_pes=keep))
             report, folder = _flow_once(resolved, tgt, top, seed, freq_mhz, timeout,
-                                        use_cache, router)
+                                        use_cache, router, pnr_options)
             attempts.append(report["cache_key"])
         report["mult_mapping"]["requested"] = "auto"
         report["resolved_config"] = report["config"]

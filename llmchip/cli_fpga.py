@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -38,6 +39,10 @@ def add_parser(sub) -> None:
     p.add_argument("--router", choices=ROUTERS, default=None,
                    help="nextpnr router (default: router2 on ECP5, which is fast on arrays; "
                         "router1 finishes full accelerators that router2 does not)")
+    p.add_argument("--pnr-options", default="", metavar="ARGS",
+                   help="extra nextpnr arguments, one shell-quoted string, e.g. "
+                        "--pnr-options=\"--placer-heap-timingweight 40\" (part of the cache "
+                        "key)")
     p.add_argument("--no-cache", action="store_true", help="run the tools even if cached")
     _add_config_args(p, sp_rows=1024)
     p.set_defaults(func=_cmd_fpga, command="fpga")
@@ -78,7 +83,7 @@ def format_report(r: dict) -> str:
 def _cmd_fpga(args: argparse.Namespace) -> int:
     from .cli import _config, _UsageError
     from .fpga import run_flow
-    from .fpga.flow import TOPS
+    from .fpga.flow import TOPS, check_pnr_options
     from .fpga.targets import get_target
 
     cfg = _config(args)
@@ -93,12 +98,17 @@ def _cmd_fpga(args: argparse.Namespace) -> int:
         if args.top == "accelerator" and cfg.dataflow != "ws":
             raise ValueError("the accelerator is weight-stationary: --dataflow must be ws")
         check_int("--seed", args.seed, 0, 2**31 - 1)
+        pnr_options = check_pnr_options(shlex.split(args.pnr_options))
+        if pnr_options and not target.pnr:
+            raise ValueError(f"--pnr-options needs a target with place and route; "
+                             f"{target.name} is synthesized only")
     except (TypeError, ValueError) as exc:
         raise _UsageError(str(exc)) from None
     try:
         report = run_flow(cfg, target, top=args.top, out_dir=args.out, seed=args.seed,
                           freq_mhz=args.freq, timeout=args.timeout,
-                          use_cache=not args.no_cache, router=args.router)
+                          use_cache=not args.no_cache, router=args.router,
+                          pnr_options=pnr_options)
     except ValueError as exc:     # a config the chosen top cannot build
         raise _UsageError(str(exc)) from None
     except RuntimeError as exc:   # a tool failed: its log is named in the message

@@ -59,6 +59,14 @@ def test_ecp5_tiny_array_dsp_and_lut(cache, tmp_path):
     assert r1["fits"] and r1["cached"] is False and r1["luts"] == r["luts"]
     assert "Running router2" not in (tmp_path / "r1" / "nextpnr.log").read_text()
 
+    # Extra nextpnr options reach nextpnr, are reported and make a run of their own.
+    opts = ["--placer-heap-timingweight", "30"]
+    tuned = run_flow(cfg, "ecp5-85k", pnr_options=opts, out_dir=tmp_path / "tuned")
+    assert tuned["cached"] is False and tuned["pnr_options"] == opts
+    assert tuned["cache_key"] != r["cache_key"] and tuned["luts"] == r["luts"]
+    argv = (tmp_path / "tuned" / "nextpnr.stdout.log").read_text()
+    assert "--placer-heap-timingweight 30" in argv
+
 
 def test_ice40_auto_fills_the_dsps_then_uses_luts(cache):
     cfg = AcceleratorConfig(rows=3, cols=3, pipeline="mult")
@@ -97,6 +105,14 @@ def test_bad_arguments_are_refused():
         run_flow(cfg, "ecp5-85k", seed=-1)
     with pytest.raises(ValueError, match="router must be one of router1, router2, not 'r3'"):
         run_flow(cfg, "ecp5-85k", router="r3")
+    with pytest.raises(ValueError, match="may not set --seed: the flow sets it"):
+        run_flow(cfg, "ecp5-85k", pnr_options=["--seed=3"])
+    with pytest.raises(ValueError, match="must be a list of strings, not '--tmg-ripup'"):
+        run_flow(cfg, "ecp5-85k", pnr_options="--tmg-ripup")
+    with pytest.raises(ValueError, match="must be non-empty strings, not 40"):
+        run_flow(cfg, "ecp5-85k", pnr_options=["--placer-heap-timingweight", 40])
+    with pytest.raises(ValueError, match="xc7a100t is synthesized only"):
+        run_flow(cfg, "xc7a100t", pnr_options=["--tmg-ripup"])
 
 
 def test_resource_counting_per_family():
@@ -134,6 +150,10 @@ def test_cli_json_and_table(cache, tmp_path, capsys):
     (["--target", "ecp5-85k", "--top", "accelerator", "--dataflow", "os"],
      "--dataflow must be ws"),
     (["--target", "ecp5-85k", "--router", "router3"], "invalid choice: 'router3'"),
+    (["--target", "ecp5-85k", "--pnr-options", "--router router1"],
+     "may not set --router"),
+    (["--target", "ecp5-85k", "--pnr-options", "--placer 'heap"], "quotation"),
+    (["--target", "xc7a100t", "--pnr-options=--tmg-ripup"], "synthesized only"),
 ])
 def test_cli_bad_input_exits_2(argv, text, capsys):
     with pytest.raises(SystemExit) as info:
