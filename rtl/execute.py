@@ -208,11 +208,16 @@ class ExecuteUnit(wiring.Component):
         w_addr = Signal(16)
         w_stride = Signal(16)
         w_left = Signal(range(R + 1))       # reads still to issue
+        # `left == 1` (and for activations `left != 0`; a busy weight feeder always has
+        # reads left) kept as registers beside the counts: the issue and take decisions
+        # start from them, not from the counts' compares.
+        w_one = Signal()
         w_push_ld, w_push_st = Signal(), Signal()
         a_busy = Signal()
         a_addr = Signal(16)
         a_stride = Signal(16)
         a_left = Signal(14)
+        a_any, a_one = Signal(), Signal()
         a_acc = Signal(16)
         a_accumulate = Signal()
         a_push_ld, a_push_st = Signal(), Signal()
@@ -270,16 +275,17 @@ class ExecuteUnit(wiring.Component):
         w_last = Signal()
         w_tag, w_tag_q = Signal(2), Signal(2)   # pushes, on the tile's last row
         m.d.comb += [
-            self.sp_b_req.valid.eq(w_busy & (w_left != 0) & w_room),
+            self.sp_b_req.valid.eq(w_busy & w_room),
             self.sp_b_req.payload.eq(w_addr),
             w_issue.eq(self.sp_b_req.valid & self.sp_b_req.ready),
-            w_last.eq(w_left == 1),
+            w_last.eq(w_one),
             w_tag.eq(Mux(w_last, Cat(w_push_ld, w_push_st), 0)),
             w_finishing.eq(w_issue & w_last),
         ]
         m.d.sync += [w_inflight.eq(w_issue), w_tag_q.eq(w_tag)]
         with m.If(w_issue):
-            m.d.sync += [w_addr.eq(w_addr + w_stride), w_left.eq(w_left - 1)]
+            m.d.sync += [w_addr.eq(w_addr + w_stride), w_left.eq(w_left - 1),
+                         w_one.eq(w_left == 2)]
             with m.If(w_last):
                 m.d.sync += w_busy.eq(0)
         m.d.comb += [
@@ -310,16 +316,17 @@ class ExecuteUnit(wiring.Component):
         a_issue = Signal()
         a_last = Signal()
         m.d.comb += [
-            self.sp_a_req.valid.eq(a_busy & (a_left != 0) & a_room),
+            self.sp_a_req.valid.eq(a_busy & a_any & a_room),
             self.sp_a_req.payload.eq(a_addr),
             a_issue.eq(self.sp_a_req.valid & self.sp_a_req.ready),
-            a_last.eq(a_left == 1),
+            a_last.eq(a_one),
             a_tag.eq(Cat(a_acc, a_accumulate, a_last,
                          Mux(a_last, Cat(a_push_ld, a_push_st), 0))),
         ]
         m.d.sync += [a_inflight.eq(a_issue), a_tag_q.eq(a_tag)]
         with m.If(a_issue):
             m.d.sync += [a_addr.eq(a_addr + a_stride), a_left.eq(a_left - 1),
+                         a_any.eq(~a_one), a_one.eq(a_left == 2),
                          a_acc.eq(a_acc + 1)]
             with m.If(a_last):
                 m.d.sync += a_busy.eq(0)
@@ -332,14 +339,17 @@ class ExecuteUnit(wiring.Component):
                                                ExecError.BAD_OPCODE))]
             with m.Elif(is_lw):
                 m.d.sync += [w_busy.eq(1), w_addr.eq(lw.sp_addr), w_stride.eq(lw.sp_stride),
-                             w_left.eq(R), w_push_ld.eq(push_ld), w_push_st.eq(push_st)]
+                             w_left.eq(R), w_one.eq(R == 1),
+                             w_push_ld.eq(push_ld), w_push_st.eq(push_st)]
             with m.Elif(u_lw):
                 # A loop step's tile: contiguous rows, and only the step's MATMUL pushes.
                 m.d.sync += [w_busy.eq(1), w_addr.eq(mm.w_addr + w_off), w_stride.eq(1),
-                             w_left.eq(R), w_push_ld.eq(0), w_push_st.eq(0)]
+                             w_left.eq(R), w_one.eq(R == 1),
+                             w_push_ld.eq(0), w_push_st.eq(0)]
             with m.Else():
                 m.d.sync += [a_busy.eq(1), a_addr.eq(mm.sp_addr + a_off),
                              a_stride.eq(mm.sp_stride), a_left.eq(mm.rows),
+                             a_any.eq(mm.rows != 0), a_one.eq(mm.rows == 1),
                              a_acc.eq(mm.acc_addr), a_accumulate.eq(mm.accumulate | (step != 0)),
                              a_push_ld.eq(push_ld), a_push_st.eq(push_st)]
         m.d.comb += [
