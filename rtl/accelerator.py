@@ -290,10 +290,12 @@ class Accelerator(wiring.Component):
         wr_done = sliced("wr_done_slice", dma.wr_done, su.wr_done, connect=False)
         completions(dma.wr_done, wr_done.i)
         arb = unit("rd_arbiter", ReadArbiter(B, ADDR_BITS, dma.config.max_pending))
-        wiring.connect(m, cp.rd_cmd, arb.fetch_cmd)
+        # Read commands reach the arbiter through slices: its owner queues and the DMA's
+        # command check see registers, not the fetch and load units' decisions.
+        sliced("fetch_cmd_slice", cp.rd_cmd, arb.fetch_cmd)
         wiring.connect(m, arb.fetch_data, cp.rd_data)
         wiring.connect(m, arb.fetch_done, cp.rd_done)
-        wiring.connect(m, lu.rd_cmd, arb.load_cmd)
+        sliced("load_cmd_slice", lu.rd_cmd, arb.load_cmd)
         # The load unit's `ready` depends on its row state; through a slice it no longer
         # reaches the arbiter and the DMA's output stage. Its completions pass a slice too,
         # behind their command's data.
@@ -304,7 +306,7 @@ class Accelerator(wiring.Component):
         wiring.connect(m, load_slices.data_o, lu.rd_data)
         wiring.connect(m, load_slices.done_o, lu.rd_done)
         slices.append(load_slices.holding)
-        sliced("rd_cmd_slice", arb.rd_cmd, dma.rd_cmd)
+        wiring.connect(m, arb.rd_cmd, dma.rd_cmd)
         wiring.connect(m, dma.rd_data, arb.rd_data)
         completions(dma.rd_done, arb.rd_done)
         m.d.comb += [dma.window_base.eq(csr.dram_base),

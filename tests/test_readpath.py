@@ -34,7 +34,7 @@ SP_ROWS, ACC_ROWS, PARAM_ROWS = 256, 16, 4
 
 class ReadPath(Elaboratable):
     """The accelerator's read path: load unit and a fetch port, arbiter, DMA, with the
-    accelerator's register slices (commands into the DMA; the load unit's data and
+    accelerator's register slices (the load unit's commands into the arbiter; its data and
     completions)."""
 
     def __init__(self, cfg: AcceleratorConfig):
@@ -42,7 +42,7 @@ class ReadPath(Elaboratable):
         self.dma = AxiDma(32, cfg.bus_bits, 1, max_outstanding=cfg.dma_outstanding)
         self.arb = ReadArbiter(cfg.bus_bytes, 32, self.dma.config.max_pending)
         self.lu = LoadUnit(cfg, SP_ROWS, ACC_ROWS, PARAM_ROWS, cfg.bus_bytes, 32)
-        self.cmd_slice = RegisterSlice(self.arb.rd_cmd.payload.shape())
+        self.cmd_slice = RegisterSlice(self.arb.load_cmd.payload.shape())
         self.load_slices = DataDoneSlices(self.arb.load_data.payload.shape(),
                                           self.arb.load_done.payload.shape())
 
@@ -52,13 +52,13 @@ class ReadPath(Elaboratable):
             self.dma, self.arb, self.lu
         m.submodules.cmd_slice = cmd_slice = self.cmd_slice
         m.submodules.load_slices = load_slices = self.load_slices
-        wiring.connect(m, lu.rd_cmd, arb.load_cmd)
+        wiring.connect(m, lu.rd_cmd, cmd_slice.i)
+        wiring.connect(m, cmd_slice.o, arb.load_cmd)
         wiring.connect(m, arb.load_data, load_slices.data_i)
         wiring.connect(m, arb.load_done, load_slices.done_i)
         wiring.connect(m, load_slices.data_o, lu.rd_data)
         wiring.connect(m, load_slices.done_o, lu.rd_done)
-        wiring.connect(m, arb.rd_cmd, cmd_slice.i)
-        wiring.connect(m, cmd_slice.o, dma.rd_cmd)
+        wiring.connect(m, arb.rd_cmd, dma.rd_cmd)
         wiring.connect(m, dma.rd_data, arb.rd_data)
         wiring.connect(m, dma.rd_done, arb.rd_done)
         return m
