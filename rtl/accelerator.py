@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Cat, EnableInserter, Module, Mux, ResetInserter, Signal, signed
 from amaranth.lib import stream, wiring
-from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from llmchip.config import AcceleratorConfig
@@ -125,8 +125,13 @@ class ReadArbiter(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         # Owner 1 is the load unit, 0 instruction fetch.
-        m.submodules.data_owners = data_q = SyncFIFO(width=1, depth=self.depth)
-        m.submodules.done_owners = done_q = SyncFIFO(width=1, depth=self.depth)
+        # Buffered queues: the owner at the head comes from a register, so routing a beat
+        # does not start with a memory read. An owner is queued as its command is accepted,
+        # many cycles before its first beat or completion, so the cycle the buffered queue
+        # takes to show a new entry costs nothing; one entry more makes up for the one the
+        # queue cannot take while it refills its output register.
+        m.submodules.data_owners = data_q = SyncFIFOBuffered(width=1, depth=self.depth + 1)
+        m.submodules.done_owners = done_q = SyncFIFOBuffered(width=1, depth=self.depth + 1)
 
         to_load = Signal()
         m.d.comb += [
