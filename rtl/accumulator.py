@@ -1,9 +1,10 @@
 """Accumulator: int32 SRAM rows with accumulate-on-write, for splitting K across tiles.
 
 A write either overwrites a row or adds to it lane by lane (two's-complement wraparound
-at ``acc_width`` bits). The add is a read-modify-write pipelined over two cycles; the
-read port is transparent to the write port, so back-to-back writes to the same row (a
-batch-1 GEMV accumulating over K on a 1-row array) see each other. Two writers share the
+at ``acc_width`` bits). The add is a read-modify-write pipelined over three cycles: the
+read, a register right behind the block RAM, then the add and the write. The rows written
+in the two cycles before an add are forwarded to it, so back-to-back writes to the same
+row (a batch-1 GEMV accumulating over K on a 1-row array) see each other. Two writers share the
 pipeline: ``w`` (the array's results, which cannot wait) has priority over ``l`` (rows
 loaded from DRAM). A separate read port ``r_req``/``r_resp`` serves the store unit with
 one cycle of latency.
@@ -48,9 +49,12 @@ class Accumulator(wiring.Component):
 
     Notes
     -----
-    A write accepted in cycle ``t`` is visible to reads accepted in cycle ``t + 2`` and
-    later (and to accumulating writes from cycle ``t + 1`` on).
+    A write accepted in cycle ``t`` is visible to reads accepted in cycle
+    ``t + WRITE_LATENCY`` and later (and to accumulating writes from cycle ``t + 1`` on).
     """
+
+    #: Cycles from a write's acceptance until a read accepted then sees it.
+    WRITE_LATENCY = 3
 
     def __init__(self, lanes: int, rows: int, acc_width: int = 32):
         for name, value, lo in (("lanes", lanes, 1), ("rows", rows, 2),
@@ -76,7 +80,7 @@ class Accumulator(wiring.Component):
         mem = memory.Memory(shape=row, depth=self.rows, init=[])
         m.submodules.mem = mem
         wp = mem.write_port()
-        rmw = mem.read_port(transparent_for=(wp,))
+        rmw = mem.read_port()
         rd = mem.read_port()
 
         # Stage 0: pick a writer and read the old row.
@@ -87,14 +91,25 @@ class Accumulator(wiring.Component):
             rmw.addr.eq(req.addr),
             rmw.en.eq(1),
         ]
-        # Stage 1: add (or not) and write.
-        s1 = Signal(wl)
-        s1_valid = Signal()
-        m.d.sync += [s1.eq(req), s1_valid.eq(self.w.valid | self.l.valid)]
-        total = Signal(row)
+        # Stage 1: the old row arrives from the block RAM and goes straight into a
+        # register (a block RAM's clock-to-output leaves no room for logic behind it).
+        s1, s2 = Signal(wl), Signal(wl)
+        s1_valid, s2_valid = Signal(), Signal()
+        read = Signal(row)
+        m.d.sync += [s1.eq(req), s1_valid.eq(self.w.valid | self.l.valid),
+                     s2.eq(s1), s2_valid.eq(s1_valid), read.eq(rmw.data)]
+        # Stage 2: add (or not) and write. The row was read two cycles ago; the writes of
+        # the two cycles since (held in `w1`, the newer, and `w2`) may have changed it.
+        w1, w2 = Signal(wl), Signal(wl)
+        w1_valid, w2_valid = Signal(), Signal()
+        old, total = Signal(row), Signal(row)
+        m.d.comb += old.eq(Mux(w1_valid & (w1.addr == s2.addr), w1.data,
+                               Mux(w2_valid & (w2.addr == s2.addr), w2.data, read)))
         for i in range(self.lanes):
-            m.d.comb += total[i].eq(Mux(s1.accumulate, rmw.data[i] + s1.data[i], s1.data[i]))
-        m.d.comb += [wp.addr.eq(s1.addr), wp.data.eq(total), wp.en.eq(s1_valid)]
+            m.d.comb += total[i].eq(Mux(s2.accumulate, old[i] + s2.data[i], s2.data[i]))
+        m.d.comb += [wp.addr.eq(s2.addr), wp.data.eq(total), wp.en.eq(s2_valid)]
+        m.d.sync += [w1.addr.eq(s2.addr), w1.data.eq(total), w1_valid.eq(s2_valid),
+                     w2.eq(w1), w2_valid.eq(w1_valid)]
 
         m.d.comb += [rd.addr.eq(self.r_req.payload), rd.en.eq(1)]
         m.d.sync += self.r_resp.valid.eq(self.r_req.valid)

@@ -33,7 +33,7 @@ from amaranth.lib.wiring import In, Out
 from llmchip.config import AcceleratorConfig
 from llmchip.sw import isa
 
-from .accumulator import write_layout
+from .accumulator import Accumulator, write_layout
 from .systolic import SystolicArray
 
 __all__ = ["ExecuteUnit", "ExecError", "operand_terms", "terms_layout", "term_factors",
@@ -382,10 +382,10 @@ class ExecuteUnit(wiring.Component):
             self.acc_w.payload.accumulate.eq(out_accumulate),
             self.acc_w.payload.data.eq(array.y_out.payload.data),
         ]
-        # A row is readable from the accumulator two cycles after its write was accepted
-        # (Accumulator's read-modify-write); tokens and `busy` wait for that.
+        # A row is readable from the accumulator `Accumulator.WRITE_LATENCY` cycles after
+        # its write was accepted (its read-modify-write); tokens and `busy` wait for that.
         committed = Cat(out_valid, out_push_ld, out_push_st)
-        for i in range(2):
+        for i in range(Accumulator.WRITE_LATENCY):
             nxt = Signal.like(committed, name=f"commit_d{i}")
             m.d.sync += nxt.eq(committed)
             committed = nxt
@@ -397,7 +397,8 @@ class ExecuteUnit(wiring.Component):
         ]
 
         # -- status and performance signals ---------------------------------------------
-        in_array = Signal(range(cfg.latency + 4))   # rows between a_in and readability
+        # Rows between a_in and readability.
+        in_array = Signal(range(cfg.latency + Accumulator.WRITE_LATENCY + 2))
         m.d.sync += in_array.eq(in_array + a_fire - done_valid)
         m.d.comb += [
             # Levels, not r_rdy: a buffered FIFO shows a new row on r_rdy a cycle late.

@@ -53,7 +53,7 @@ class Timing:
     take: int = 1                  #: instruction at a queue head -> taken by its unit
     w_first: int = 5               #: weight tile start -> first weight row in the array
     a_first: int = 3               #: MATMUL taken -> first activation row can enter
-    commit: int = 2                #: last row out of the array -> readable, token pushed
+    commit: int = 3                #: last row out of the array -> readable, token pushed
     st_first: int = 10             #: STORE taken -> first row into the write engine
     queue_depth: int = 4
     fetch_max: int = 8

@@ -43,7 +43,7 @@ def test_random_writes_and_reads_match_model(acc_width, rng):
             l_ok = lv and ctx.get(dut.l.ready)
             assert l_ok == (lv and not wv), "loads wait only for the array's writes"
             stats["l_waited"] += lv and wv
-            # Reads see writes accepted two or more cycles earlier.
+            # Reads see writes accepted WRITE_LATENCY or more cycles earlier.
             expect_read = model_snapshot[ra].copy() if rv else None
             await ctx.tick()
             # Apply the write that was accepted this cycle to the model for later cycles.
@@ -58,8 +58,8 @@ def test_random_writes_and_reads_match_model(acc_width, rng):
                 last_addr = None
             shift_snapshot()
 
-    # The read port sees memory as written up to two cycles before the request.
-    history = [np.zeros((rows, lanes), dtype=np.int64)] * 2
+    # The read port sees memory as written up to WRITE_LATENCY cycles before the request.
+    history = [np.zeros((rows, lanes), dtype=np.int64)] * Accumulator.WRITE_LATENCY
     model_snapshot = history[0]
 
     def shift_snapshot():
