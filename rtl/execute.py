@@ -34,6 +34,7 @@ from llmchip.config import AcceleratorConfig
 from llmchip.sw import isa
 
 from .accumulator import Accumulator, write_layout
+from .scratchpad import Scratchpad
 from .systolic import SystolicArray
 
 __all__ = ["ExecuteUnit", "ExecError", "operand_terms", "terms_layout", "term_factors",
@@ -266,14 +267,16 @@ class ExecuteUnit(wiring.Component):
         # register, the count of the previous cycle with one entry to spare (it grows by
         # at most one a cycle), so the feeder's issue (and the take of the instruction
         # that follows it) does not wait for the count's carry chain.
-        w_inflight = Signal.like(wfifo.level)
+        # Reads in flight: one bit per cycle of the scratchpad's read latency.
+        lat = Scratchpad.READ_LATENCY
+        w_inflight = Signal(lat)
         w_used = Signal.like(wfifo.level)
         w_room = Signal()
-        m.d.comb += w_used.eq(wfifo.level + w_inflight)
+        m.d.comb += w_used.eq(wfifo.level + sum(w_inflight[i] for i in range(lat)))
         m.d.sync += w_room.eq(w_used < self.FEED_DEPTH - 1)
         w_issue = Signal()
         w_last = Signal()
-        w_tag, w_tag_q = Signal(2), Signal(2)   # pushes, on the tile's last row
+        w_tag = Signal(2)                       # pushes, on the tile's last row
         m.d.comb += [
             self.sp_b_req.valid.eq(w_busy & w_room),
             self.sp_b_req.payload.eq(w_addr),
@@ -282,7 +285,12 @@ class ExecuteUnit(wiring.Component):
             w_tag.eq(Mux(w_last, Cat(w_push_ld, w_push_st), 0)),
             w_finishing.eq(w_issue & w_last),
         ]
-        m.d.sync += [w_inflight.eq(w_issue), w_tag_q.eq(w_tag)]
+        m.d.sync += w_inflight.eq(Cat(w_issue, w_inflight[:-1]))
+        w_tag_q = w_tag
+        for i in range(lat):
+            w_tag_d = Signal(2, name=f"w_tag_d{i}")
+            m.d.sync += w_tag_d.eq(w_tag_q)
+            w_tag_q = w_tag_d
         with m.If(w_issue):
             m.d.sync += [w_addr.eq(w_addr + w_stride), w_left.eq(w_left - 1),
                          w_one.eq(w_left == 2)]
@@ -306,12 +314,11 @@ class ExecuteUnit(wiring.Component):
         # -- activation feeder -----------------------------------------------------------
         m.submodules.afifo = afifo = fifo.SyncFIFOBuffered(width=8 * R + 1 + 16 + 1 + 2,
                                                            depth=self.FEED_DEPTH)
-        a_inflight = Signal.like(afifo.level)
+        a_inflight = Signal(lat)
         a_tag = Signal(16 + 1 + 1 + 2)   # acc row, accumulate, last, pushes (for the FIFO)
-        a_tag_q = Signal.like(a_tag)
         a_used = Signal.like(afifo.level)
         a_room = Signal()                # as `w_room`
-        m.d.comb += a_used.eq(afifo.level + a_inflight)
+        m.d.comb += a_used.eq(afifo.level + sum(a_inflight[i] for i in range(lat)))
         m.d.sync += a_room.eq(a_used < self.FEED_DEPTH - 1)
         a_issue = Signal()
         a_last = Signal()
@@ -323,7 +330,12 @@ class ExecuteUnit(wiring.Component):
             a_tag.eq(Cat(a_acc, a_accumulate, a_last,
                          Mux(a_last, Cat(a_push_ld, a_push_st), 0))),
         ]
-        m.d.sync += [a_inflight.eq(a_issue), a_tag_q.eq(a_tag)]
+        m.d.sync += a_inflight.eq(Cat(a_issue, a_inflight[:-1]))
+        a_tag_q = a_tag
+        for i in range(lat):
+            a_tag_d = Signal.like(a_tag, name=f"a_tag_d{i}")
+            m.d.sync += a_tag_d.eq(a_tag_q)
+            a_tag_q = a_tag_d
         with m.If(a_issue):
             m.d.sync += [a_addr.eq(a_addr + a_stride), a_left.eq(a_left - 1),
                          a_any.eq(~a_one), a_one.eq(a_left == 2),
@@ -402,7 +414,8 @@ class ExecuteUnit(wiring.Component):
         m.d.sync += in_array.eq(in_array + a_fire - done_valid)
         m.d.comb += [
             # Levels, not r_rdy: a buffered FIFO shows a new row on r_rdy a cycle late.
-            self.busy.eq(w_busy | a_busy | w_inflight | a_inflight | (afifo.level != 0)
+            self.busy.eq(w_busy | a_busy | w_inflight.any() | a_inflight.any()
+                         | (afifo.level != 0)
                          | (wfifo.level != 0) | (in_array != 0) | ~first),
             self.array_busy.eq(a_fire),
             self.stall_weights.eq(array.a_in.valid & ~array.a_in.ready),

@@ -6,8 +6,9 @@ each its own simple-dual-port memory, so a DMA write into one bank never blocks 
 another: with two banks, software double-buffers by loading one half while the array
 reads the other. Two read clients share the banks: port ``a`` (activations) wins a bank
 conflict, port ``b`` (weights) waits. A read accepted in cycle ``t`` returns its row in
-cycle ``t + 1``; responses cannot be stalled, so a client only asks when it can take the
-answer.
+cycle ``t + READ_LATENCY`` (2: the block RAM's output goes straight into a register, as
+its clock-to-output leaves no room for logic behind it); responses cannot be stalled, so a
+client only asks when it can take the answer.
 """
 
 from __future__ import annotations
@@ -42,8 +43,11 @@ class Scratchpad(wiring.Component):
     -----
     Ports: ``w`` (stream of ``{addr, data}``, always ready: every bank has its own write
     port), ``a_req``/``b_req`` (streams of row addresses), ``a_resp``/``b_resp`` (row
-    data, valid one cycle after the request was accepted; no ready).
+    data, valid ``READ_LATENCY`` cycles after the request was accepted; no ready).
     """
+
+    #: Cycles from a read's acceptance to its response.
+    READ_LATENCY = 2
 
     def __init__(self, row_bytes: int, rows: int, banks: int = 2):
         for name, value, lo in (("row_bytes", row_bytes, 1), ("rows", rows, 2),
@@ -86,13 +90,15 @@ class Scratchpad(wiring.Component):
             self.a_req.ready.eq(1),
             self.b_req.ready.eq(~conflict),
         ]
+        # The bank each response comes from, and the valid bits, delayed to the response.
         a_sel = Signal(range(self.banks) if self.banks > 1 else 1)
         b_sel = Signal.like(a_sel)
+        a_sel1, b_sel1 = Signal.like(a_sel), Signal.like(a_sel)
+        a_valid1, b_valid1 = Signal(), Signal()
         m.d.sync += [
-            self.a_resp.valid.eq(self.a_req.valid),
-            self.b_resp.valid.eq(self.b_req.valid & ~conflict),
-            a_sel.eq(a_bank),
-            b_sel.eq(b_bank),
+            a_valid1.eq(self.a_req.valid), b_valid1.eq(self.b_req.valid & ~conflict),
+            self.a_resp.valid.eq(a_valid1), self.b_resp.valid.eq(b_valid1),
+            a_sel1.eq(a_bank), b_sel1.eq(b_bank), a_sel.eq(a_sel1), b_sel.eq(b_sel1),
         ]
         for b in range(self.banks):
             mem = memory.Memory(shape=row, depth=self.bank_rows, init=[])
@@ -108,8 +114,10 @@ class Scratchpad(wiring.Component):
                 rp.addr.eq(Mux(a_here, a_index, b_index)),
                 rp.en.eq(a_here | b_here),
             ]
+            q = Signal(row, name=f"bank{b}_q")
+            m.d.sync += q.eq(rp.data)
             with m.If(a_sel == b):
-                m.d.comb += self.a_resp.payload.eq(rp.data)
+                m.d.comb += self.a_resp.payload.eq(q)
             with m.If(b_sel == b):
-                m.d.comb += self.b_resp.payload.eq(rp.data)
+                m.d.comb += self.b_resp.payload.eq(q)
         return m

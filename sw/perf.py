@@ -51,8 +51,8 @@ class Timing:
     ex_head: int = 2               #: cycles an execute instruction stays at the buffer's
     #:                                head first (its operand-check products' pipeline)
     take: int = 1                  #: instruction at a queue head -> taken by its unit
-    w_first: int = 5               #: weight tile start -> first weight row in the array
-    a_first: int = 3               #: MATMUL taken -> first activation row can enter
+    w_first: int = 6               #: weight tile start -> first weight row in the array
+    a_first: int = 4               #: MATMUL taken -> first activation row can enter
     commit: int = 3                #: last row out of the array -> readable, token pushed
     st_first: int = 10             #: STORE taken -> first row into the write engine
     queue_depth: int = 4

@@ -15,13 +15,16 @@ def test_random_traffic_matches_model(banks, rng):
     conflicts = {"n": 0}
 
     async def bench(ctx):
-        pending = {"a": None, "b": None}
+        # Expected responses of the requests accepted in the last READ_LATENCY cycles,
+        # oldest first.
+        pending = [{"a": None, "b": None}] * Scratchpad.READ_LATENCY
         for _ in range(400):
-            # Responses for requests accepted last cycle.
+            # Responses for requests accepted READ_LATENCY cycles ago.
+            due = pending.pop(0)
             for port, resp in (("a", dut.a_resp), ("b", dut.b_resp)):
-                if pending[port] is not None:
+                if due[port] is not None:
                     assert ctx.get(resp.valid)
-                    assert list(ctx.get(resp.payload)) == list(pending[port])
+                    assert list(ctx.get(resp.payload)) == list(due[port])
                 else:
                     assert not ctx.get(resp.valid)
             wv = rng.random() < 0.5
@@ -41,8 +44,8 @@ def test_random_traffic_matches_model(banks, rng):
             assert b_ok == (bv and not (av and same_bank)), "port b waits only on a conflict"
             conflicts["n"] += bv and av and same_bank
             # Reads see the memory before this cycle's write (read-before-write).
-            pending = {"a": model[aa].copy() if a_ok else None,
-                       "b": model[ba].copy() if b_ok else None}
+            pending.append({"a": model[aa].copy() if a_ok else None,
+                            "b": model[ba].copy() if b_ok else None})
             if wv:
                 model[wa] = wd
             await ctx.tick()
