@@ -186,6 +186,9 @@ class StoreUnit(wiring.Component):
         bias = Signal(data.ArrayLayout(signed(32), C))
         mult = Signal(data.ArrayLayout(unsigned(31), C))
         shift = Signal(data.ArrayLayout(unsigned(6), C))
+        # The shift bytes are held as read and clamped to 63 behind the register: the
+        # parameter memory's block RAM output goes straight into registers.
+        shift_raw = Signal(data.ArrayLayout(unsigned(8), C))
         raw = pr.data.as_value()
         with m.If(params_pending & active):
             m.d.sync += params_pending.eq(0)
@@ -193,9 +196,10 @@ class StoreUnit(wiring.Component):
                 m.d.sync += [
                     bias[j].eq(raw[32 * j:32 * j + 32]),
                     mult[j].eq(raw[32 * C + 32 * j:32 * C + 32 * j + 31]),
-                    shift[j].eq(Mux(raw[64 * C + 8 * j:64 * C + 8 * j + 8] > 63, 63,
-                                    raw[64 * C + 8 * j:64 * C + 8 * j + 6])),
+                    shift_raw[j].eq(raw[64 * C + 8 * j:64 * C + 8 * j + 8]),
                 ]
+        for j in range(C):
+            m.d.comb += shift[j].eq(Mux(shift_raw[j] > 63, 63, shift_raw[j][:6]))
         m.d.comb += [pp.bias.eq(bias), pp.mult.eq(mult), pp.shift.eq(shift)]
 
         # DMA command.

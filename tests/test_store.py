@@ -129,6 +129,26 @@ def test_store_requantizes_rows_to_bytes(cols_arr, bus_bytes, cols, rows, ready_
         assert span == len(out["beats"]), f"{len(out['beats'])} beats took {span} cycles"
 
 
+def test_shift_bytes_above_63_act_as_63(rng):
+    """A parameter row's shift byte is clamped to 63 (which the requantizer treats as 62):
+    64 or 200 must not wrap to a small shift."""
+    cfg = AcceleratorConfig(rows=2, cols=4)
+    rows = 6
+    acc_vals = rng.integers(-(2**31), 2**31, size=(rows, 4))
+    bias = rng.integers(-(2**20), 2**20, size=4)
+    mult = rng.integers(2**30, 2**31, size=4)
+    shift = np.array([200, 64, 63, 61])
+    acc = {r: acc_vals[r] for r in range(rows)}
+    prog = [isa.encode("store", rows=rows, cols=4, acc_addr=0, param_addr=2,
+                       dram_addr=0x40, dram_stride=16)]
+    out = run(cfg, 16, acc, {2: param_row(bias, mult, shift)}, prog, rng=rng, acc_rows=64)
+    assert out["error"] is None
+    got = np.array(out["beats"], dtype=np.int64).reshape(rows, 16)[:, :4]
+    want = golden.requantize(acc_vals, bias, mult, np.minimum(shift, 63))
+    np.testing.assert_array_equal(golden.wrap(got, 8), want)
+    assert np.any(want[:, 3] != 0), "the unclamped lane should see values"
+
+
 @pytest.mark.parametrize("insn, code", [
     (isa.encode("store", rows=0, cols=1), regs.ErrorCode.BAD_OPERAND),
     (isa.encode("store", rows=2, cols=1, acc_addr=15), regs.ErrorCode.BAD_OPERAND),
