@@ -239,7 +239,9 @@ def test_instruction_ring_wraps_across_doorbells(sim, seed, rng):
 
 def test_mapping_and_pipeline_options_on_the_accelerator(seed, rng):
     """Packed multipliers with three pipeline stages (``mult2+acc``): the same program is
-    bit-exact, and it takes exactly as many more cycles as the performance model says."""
+    bit-exact, and it takes exactly the three cycles of extra array latency more (its last
+    results, the STORE after them and END all come that much later); the performance
+    model predicts the difference to within a cycle."""
     base = CONFIGS["4x4-bus128"]
     cfg = base.replace(mult="packed", pipeline="mult2+acc")
     assert cfg.latency == base.latency + 3
@@ -251,5 +253,5 @@ def test_mapping_and_pipeline_options_on_the_accelerator(seed, rng):
         assert ph["STATUS"] & 0xFF07 == 0b110, hex(ph["STATUS"])
         cycles[c] = (ph["PERF_CYCLES"], perf.simulate(plan.program, c).cycles)
     (hw0, model0), (hw1, model1) = cycles[base], cycles[cfg]
-    assert hw1 > hw0
-    assert hw1 - hw0 == model1 - model0, cycles
+    assert hw1 - hw0 == cfg.latency - base.latency, cycles
+    assert abs((hw1 - hw0) - (model1 - model0)) <= 1, cycles
