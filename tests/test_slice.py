@@ -8,6 +8,15 @@ from amaranth.sim import Simulator
 
 from llmchip.rtl.slice import DataDoneSlices, RegisterSlice
 
+
+def simulate(dut, bench) -> None:
+    """Run ``bench`` as the testbench of ``dut`` on a clock."""
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+
+
 # Beats with a `last` flag in bit 15.
 LAST_BEAT = data.StructLayout({"data": unsigned(15), "last": 1})
 
@@ -54,10 +63,7 @@ def run(rng, beats, p_valid, p_ready, cycles=2000, last=False):
                 return
         raise TimeoutError(f"{len(got)} of {len(beats)} beats after {cycles} cycles")
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(dut, bench)
     return got, got_at, sent_at
 
 
@@ -134,10 +140,7 @@ def run_data_done(rng, commands, p_ready, cycles=5000):
                 return
         raise TimeoutError(f"{len(seen)} of {len(commands)} completions")
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(dut, bench)
     return seen
 
 
