@@ -197,6 +197,7 @@ def _row_layout(cfg: DmaConfig) -> data.StructLayout:
         "tail": s,                    # reads: (row_bytes-1) % B; writes: (o+row_bytes-1) % B
         "extra": 1,                   # the row spans nout + 1 bus beats (else nout)
         "nout_m1": cfg.row_beats_width,  # stream beats of the row, minus one
+        "single": 1,                  # nout_m1 == 0
     })
 
 
@@ -232,6 +233,32 @@ def _shift_bytes(value, amount, *, right: bool):
     return value
 
 
+class _RowIndex:
+    """A beat index within the row at a row queue's head, and whether it is the row's last.
+
+    ``last`` comes from registers (the index is zero, the index reached ``nout_m1``) and
+    the descriptor's ``single`` bit: no comparison of the index with ``nout_m1`` stands
+    between the index and the decisions that follow it.
+    """
+
+    def __init__(self, m: Module, row, width: int, name: str):
+        self._row = row
+        self.index = Signal(width, name=name)
+        self.zero = Signal(init=1, name=f"{name}_zero")
+        self._at_last = Signal(name=f"{name}_at_last")
+        self.last = Signal(name=f"{name}_last")
+        m.d.comb += self.last.eq(Mux(self.zero, row.single, self._at_last))
+
+    def step(self, restart):
+        """Statements for the next beat: index 0 if ``restart``, else the index plus one."""
+        return [self.index.eq(Mux(restart, 0, self.index + 1)), self.zero.eq(restart),
+                self._at_last.eq(~restart & ((self.index + 1)[:len(self.index)]
+                                             == self._row.nout_m1))]
+
+    def reset(self):
+        return [self.index.eq(0), self.zero.eq(1), self._at_last.eq(0)]
+
+
 class _CommandCheck(wiring.Component):
     """Classify commands: a four-stage pipeline (latch, partial products of the span, their
     sum, compare).
@@ -261,7 +288,8 @@ class _CommandCheck(wiring.Component):
         valid = [Signal(name=f"s{k}_valid") for k in (1, 2, 3)]
         st = [Signal(command_layout(a), name=f"s{k}") for k in (1, 2, 3)]
         move = [Signal(name=f"s{k}_move") for k in (1, 2, 3)]
-        rows_m1 = Signal(16)
+        rows_m1 = Signal(16)              # registered with stage 1: the multipliers'
+        #                                   operands come straight from registers
         # Stage 2: (rows - 1) * stride, the start of the last row, as two 16 x 16 products
         # (one hard multiplier each); one past the first row's last byte; whether the
         # command starts below the window. Stage 3: the span, their sum; the room from
@@ -280,7 +308,6 @@ class _CommandCheck(wiring.Component):
         m.d.sync += limit.eq(self.window_base + self.window_size)
         out_free = Signal()
         m.d.comb += [
-            rows_m1.eq(st[0].rows - 1),
             out_free.eq(~out.valid | out.ready),
             move[2].eq(valid[2] & out_free),
             move[1].eq(valid[1] & (~valid[2] | move[2])),
@@ -297,7 +324,8 @@ class _CommandCheck(wiring.Component):
             m.d.sync += [v.eq(0) for v in valid] + [out.valid.eq(0)]
         with m.Else():
             with m.If(cmd.valid & cmd.ready):
-                m.d.sync += [st[0].eq(cmd.payload), valid[0].eq(1)]
+                m.d.sync += [st[0].eq(cmd.payload), valid[0].eq(1),
+                             rows_m1.eq(cmd.payload.rows - 1)]
             with m.Elif(move[0]):
                 m.d.sync += valid[0].eq(0)
             with m.If(move[0]):
@@ -371,6 +399,7 @@ class _BurstIssuer(wiring.Component):
         rows_left = Signal(16)
         stride = Signal(a)
         nout_m1 = Signal(nbits)
+        single = Signal()                 # nout_m1 == 0
         lm = Signal(s)                    # (row_bytes - 1) % B
         beat = Signal(a - s)              # beat address of the next burst
         beats_left = Signal(nbits)        # bus beats of the current row not yet issued
@@ -420,6 +449,7 @@ class _BurstIssuer(wiring.Component):
             row.payload.tail.eq(tail),
             row.payload.extra.eq(extra),
             row.payload.nout_m1.eq(nout_m1),
+            row.payload.single.eq(single),
             self.issued.eq(go),
             self.issued_beats.eq(blen),
         ]
@@ -455,7 +485,8 @@ class _BurstIssuer(wiring.Component):
             m.d.comb += [lm_c.eq(c.row_bytes - 1), nout_m1_c.eq((c.row_bytes - 1) >> s)]
             m.d.sync += [
                 self.busy.eq(1), kind.eq(c.kind), err.eq(c.err), rows_left.eq(c.rows),
-                stride.eq(c.stride), nout_m1.eq(nout_m1_c), lm.eq(lm_c),
+                stride.eq(c.stride), nout_m1.eq(nout_m1_c), single.eq(_is_zero(nout_m1_c)),
+                lm.eq(lm_c),
                 nxt.eq(c.addr + c.stride),
             ]
             m.d.sync += load_row(c.addr, lm_c, nout_m1_c)
@@ -664,7 +695,7 @@ class AxiDma(wiring.Component):
         have_prev = Signal()
         prev = Signal(d_bits)
         carry = Signal(3)
-        oi = Signal(cfg.row_beats_width)             # stream beat index in the row
+        oi = _RowIndex(m, d, cfg.row_beats_width, "oi")   # stream beat index in the row
         err_acc = Signal(3)
         # The output stage and a skid register behind it: the realigner emits while the
         # skid is empty, so whether it may go does not wait for the consumer's `ready`.
@@ -692,7 +723,7 @@ class AxiDma(wiring.Component):
         new_err = Signal(3)
         m.d.comb += [
             bus_row.eq(d.kind == _Kind.BUS),
-            last_out.eq(oi == d.nout_m1),
+            last_out.eq(oi.last),
             cmd_end.eq(last_out & d.last),
             absorb.eq(bus_row & d.o.any() & ~have_prev),
             consumes.eq(bus_row & (~have_prev | ~last_out | d.extra)),
@@ -726,7 +757,8 @@ class AxiDma(wiring.Component):
 
         with m.If(mode):
             m.d.comb += [stg.r_en.eq(1), rowq.r_en.eq(1)]
-            m.d.sync += [out_valid.eq(0), sk_valid.eq(0), have_prev.eq(0), oi.eq(0),
+            m.d.sync += oi.reset()
+            m.d.sync += [out_valid.eq(0), sk_valid.eq(0), have_prev.eq(0),
                          err_acc.eq(0), carry.eq(0)]
         with m.Elif(go):
             m.d.comb += stg.r_en.eq(consumes)
@@ -754,14 +786,14 @@ class AxiDma(wiring.Component):
                     m.d.sync += prev.eq(cur)
                 with m.If(last_out | none_row):
                     m.d.comb += rowq.r_en.eq(1)
-                    m.d.sync += oi.eq(0)
+                    m.d.sync += oi.step(restart=1)
                     with m.If(bus_row):
                         m.d.sync += have_prev.eq(0)
                     with m.If(flush & stg.r_rdy):
                         m.d.comb += stg.r_en.eq(1)
                         m.d.sync += [prev.eq(cur), have_prev.eq(1), carry.eq(beat_err)]
                 with m.Else():
-                    m.d.sync += oi.eq(oi + 1)
+                    m.d.sync += oi.step(restart=0)
                 with m.If(none_row):
                     m.d.sync += [done.valid.eq(1), done.payload.error.eq(d.err)]
                 with m.If(cmd_end | none_row):
@@ -846,7 +878,7 @@ class AxiDma(wiring.Component):
         # W path: realign wr_data beats to the DRAM byte address.
         d = _row_layout(cfg)(rowq.r_data)
         blen_m1 = bq.r_data
-        wi = Signal(cfg.row_beats_width)             # bus beat index in the row
+        wi = _RowIndex(m, d, cfg.row_beats_width, "wi")   # bus beat index in the row
         past_in = Signal()                           # all wr_data beats of the row taken
         wb = Signal(8)                               # beat index in the burst
         prev = Signal(d_bits)
@@ -859,7 +891,7 @@ class AxiDma(wiring.Component):
             w_free.eq(~bus.wvalid | bus.wready),
             burst_end.eq(wb == blen_m1),
             needs_in.eq(~past_in),
-            row_last_in.eq(needs_in & (wi == d.nout_m1)),
+            row_last_in.eq(needs_in & wi.last),
             row_last_bus.eq(Mux(d.extra, past_in, row_last_in)),
         ]
         bus_ok = Signal()
@@ -884,7 +916,7 @@ class AxiDma(wiring.Component):
         w_data = Signal(d_bits)
         w_strb = Signal(nb)
         m.d.comb += w_data.eq(_shift_bytes(Cat(prev, cur), d.o, right=False)[d_bits:])
-        first = _is_zero(wi)
+        first = wi.zero
         for k in range(nb):
             after_start = ~first | (d.o <= k) if k < nb - 1 else 1
             before_end = (~row_last_bus | (d.tail >= k)) if k else 1
@@ -902,13 +934,13 @@ class AxiDma(wiring.Component):
         with m.If(go_bus):
             m.d.sync += [bus.wdata.eq(w_data), bus.wstrb.eq(w_strb),
                          prev.eq(Mux(row_last_bus, 0, cur)),
-                         wi.eq(Mux(row_last_bus, 0, wi + 1)),
+                         *wi.step(restart=row_last_bus),
                          past_in.eq(~row_last_bus & (past_in | row_last_in))]
             m.d.comb += rowq.r_en.eq(row_last_bus)
         with m.If(go_null):
             m.d.sync += [bus.wdata.eq(0), bus.wstrb.eq(0)]
         with m.If(go_drop):
-            m.d.sync += wi.eq(Mux(row_last_in, 0, wi + 1))
+            m.d.sync += wi.step(restart=row_last_in)
             m.d.comb += rowq.r_en.eq(row_last_in)
             with m.If(row_last_in & d.last):
                 m.d.comb += [cq.w_en.eq(1), resp.marker.eq(1), resp.err.eq(d.err)]
@@ -917,7 +949,7 @@ class AxiDma(wiring.Component):
                          resp.err.eq(d.err)]
         with m.If(mode):
             m.d.comb += rowq.r_en.eq(1)
-            m.d.sync += [wi.eq(0), prev.eq(0), past_in.eq(0)]
+            m.d.sync += [*wi.reset(), prev.eq(0), past_in.eq(0)]
         m.d.comb += cq.w_data.eq(resp)
 
         # B channel and completions, in command order.

@@ -131,6 +131,7 @@ class LoadUnit(wiring.Component):
         nbeats_max = -(-W // B)
         D = self.max_loads
         k = (D - 1).bit_length()       # index bits; the pointers have one more (wrap) bit
+        k_beats = max(1, (nbeats_max - 1).bit_length())
 
         word = self.insn.payload[:isa.INSN_BITS]
         ld = data.View(isa.layout(isa.Opcode.LOAD), word)
@@ -143,8 +144,9 @@ class LoadUnit(wiring.Component):
 
         # In-flight LOADs, in program order: entries [done_ptr, wr_ptr) are taken and not
         # completed, and [data_ptr, wr_ptr) still expect data.
+        # `last_beat` is one-hot: bit j set for a row of j + 1 beats.
         desc_layout = data.StructLayout({"mem": 2, "sram_addr": 16, "push": 1,
-                                         "nbeats": range(nbeats_max + 1)})
+                                         "last_beat": nbeats_max})
         descs = Array(Signal(desc_layout, name=f"desc{i}") for i in range(D))
         wr_ptr, data_ptr, done_ptr = (Signal(k + 1, name=n)
                                       for n in ("wr_ptr", "data_ptr", "done_ptr"))
@@ -169,7 +171,8 @@ class LoadUnit(wiring.Component):
         entry = Signal(desc_layout)
         m.d.comb += [entry.mem.eq(ld.mem), entry.sram_addr.eq(ld.sram_addr),
                      entry.push.eq(push_ex),
-                     entry.nbeats.eq((ld.row_bytes + B - 1) >> (B.bit_length() - 1))]
+                     entry.last_beat.eq(
+                         1 << ((ld.row_bytes - 1) >> (B.bit_length() - 1))[:k_beats])]
         with m.If(take & good):
             m.d.sync += [wr_ptr.eq(wr_ptr + 1), cmd_pending.eq(1),
                          cmd.addr.eq(ld.dram_addr), cmd.rows.eq(ld.rows),
@@ -186,25 +189,27 @@ class LoadUnit(wiring.Component):
             m.d.sync += cmd_pending.eq(0)
 
         # Assemble rows of the data head: earlier beats of the row are held in `buf`; the
-        # final beat is combined on the fly and the row written out.
-        head = descs[data_ptr[:k]]
+        # final beat is combined on the fly and the row written out. The data head's
+        # descriptor is a register: it follows `data_ptr` (and a descriptor written at
+        # its index) a cycle ahead, so no selection among the descriptors precedes the
+        # beat's decisions.
+        data_ptr_next = Signal.like(data_ptr)
+        m.d.comb += data_ptr_next.eq(data_ptr)
+        head = Signal(desc_layout)
         mem = Signal(2)
-        nbeats = Signal(range(nbeats_max + 1))      # beats per row
         row_off = Signal(16)                        # rows of the data head written so far
         addr = Signal(16)
-        m.d.comb += [mem.eq(head.mem), nbeats.eq(head.nbeats),
-                     addr.eq(head.sram_addr + row_off)]
-        beat = Signal(range(max(nbeats_max, 2)))
+        m.d.comb += [mem.eq(head.mem), addr.eq(head.sram_addr + row_off)]
         buf = Signal(data.ArrayLayout(unsigned(8), W))
         row = Signal(data.ArrayLayout(unsigned(8), W))
-        beats_m1 = Signal.like(beat)
         row_end = Signal()
-        m.d.comb += [beats_m1.eq(nbeats - 1), row_end.eq(beat == beats_m1)]
-        # `beat` decoded, kept in registers beside it: `at[j]` is `beat == j`, `past[j]` is
-        # `beat > j`. Byte p of the row is then a choice between this beat's byte, the
-        # held byte and zero by two registers, not by a compare of `beat` for every byte.
+        # The beat index, one-hot and kept with a mask of the beats before it: `at[j]` is
+        # `beat == j`, `past[j]` is `beat > j`. Byte p of the row is then a choice between
+        # this beat's byte, the held byte and zero by two registers, and the row's last
+        # beat is an AND with the descriptor's one-hot `last_beat`.
         at = Signal(nbeats_max, init=1)
         past = Signal(nbeats_max)
+        m.d.comb += row_end.eq((at & head.last_beat).any())
         for p in range(W):
             j = p // B
             m.d.comb += row[p].eq(Mux(at[j], self.rd_data.payload.data[p - j * B],
@@ -223,12 +228,13 @@ class LoadUnit(wiring.Component):
         with m.If(beat_fire):
             m.d.sync += buf.eq(row)
             with m.If(row_end):
-                m.d.sync += [beat.eq(0), at.eq(1), past.eq(0), row_off.eq(row_off + 1)]
+                m.d.sync += [at.eq(1), past.eq(0), row_off.eq(row_off + 1)]
             with m.Else():
-                m.d.sync += [beat.eq(beat + 1), at.eq(at << 1), past.eq(past | at)]
+                m.d.sync += [at.eq(at << 1), past.eq(past | at)]
             # The DMA marks the final beat of each command.
             with m.If(self.rd_data.payload.last):
-                m.d.sync += [data_ptr.eq(data_ptr + 1), row_off.eq(0)]
+                m.d.comb += data_ptr_next.eq(data_ptr + 1)
+                m.d.sync += row_off.eq(0)
 
         sp_bytes = self.sp_row_bytes
         acc_bytes = self.widths[isa.Mem.ACCUMULATOR]
@@ -271,10 +277,13 @@ class LoadUnit(wiring.Component):
             # A command that ended without its data (an abort) must not shift the rows of
             # the next LOAD.
             with m.If(data_ptr == done_ptr):
-                m.d.sync += [data_ptr.eq(done_ptr + 1), beat.eq(0), at.eq(1), past.eq(0),
-                             row_off.eq(0)]
+                m.d.comb += data_ptr_next.eq(done_ptr + 1)
+                m.d.sync += [at.eq(1), past.eq(0), row_off.eq(0)]
             with m.If((self.rd_done.payload.error != DmaError.OK) & ~error_valid):
                 m.d.sync += [error_valid.eq(1),
                              self.error.eq(error_code(self.rd_done.payload.error))]
+        written_next = (take & good) & (wr_ptr[:k] == data_ptr_next[:k])
+        m.d.sync += [data_ptr.eq(data_ptr_next),
+                     head.eq(Mux(written_next, entry, descs[data_ptr_next[:k]]))]
         m.d.comb += self.busy.eq(~empty | take)
         return m
