@@ -252,11 +252,15 @@ class Accelerator(wiring.Component):
         # Instruction queues, each through a register slice: a unit's decision to take an
         # instruction does not reach into the command processor's queue in the same cycle.
         # An instruction in a slice counts as its unit's work for FENCE/END.
+        # The execute unit's dispatch flags are computed on the way into its slice.
         held = {}
-        for name, src, dst in (("ld", cp.ld_insn, lu.insn), ("ex", cp.ex_insn, eu.insn),
-                               ("st", cp.st_insn, su.insn)):
-            piece = unit(f"{name}_slice", RegisterSlice(src.payload.shape()))
-            wiring.connect(m, src, piece.i)
+        for name, src, dst, side in (("ld", cp.ld_insn, lu.insn, None),
+                                     ("ex", cp.ex_insn, eu.insn, eu.predecode),
+                                     ("st", cp.st_insn, su.insn, None)):
+            piece = unit(f"{name}_slice", RegisterSlice(dst.payload.shape()))
+            m.d.comb += [piece.i.valid.eq(src.valid), src.ready.eq(piece.i.ready),
+                         piece.i.payload.eq(src.payload if side is None
+                                            else Cat(src.payload, side(src.payload)))]
             wiring.connect(m, piece.o, dst)
             held[name] = piece.holding
         m.d.comb += [

@@ -19,7 +19,10 @@ that would read or write outside the scratchpad or accumulator, or has ``rows ==
 executed and is reported on ``error`` (the command processor stops the program). The check's
 products (:func:`operand_terms`) can be computed a pipeline stage earlier, as the instruction
 enters its queue, and travel beside it (``prechecked=True``), so that no multiplier lies
-between the queue's output register and the unit's control.
+between the queue's output register and the unit's control. With them travel the dispatch
+flags (:meth:`ExecuteUnit.predecode`): the opcode's class, whether it loops, whether its
+operands pass, computed a register ahead so that the unit's decision to take an
+instruction starts from registers.
 """
 
 from __future__ import annotations
@@ -37,8 +40,8 @@ from .accumulator import Accumulator, write_layout
 from .scratchpad import Scratchpad
 from .systolic import SystolicArray
 
-__all__ = ["ExecuteUnit", "ExecError", "operand_terms", "terms_layout", "term_factors",
-           "terms_of_factors"]
+__all__ = ["ExecuteUnit", "ExecError", "FLAGS_LAYOUT", "operand_terms", "terms_layout",
+           "term_factors", "terms_of_factors"]
 
 
 class ExecError(enum.IntEnum):
@@ -57,6 +60,17 @@ def terms_layout(config: AcceleratorConfig) -> data.StructLayout:
         "a_last": unsigned(28),                        # (k_steps - 1) * a_step of a loop
         "w_end": unsigned(12 + R.bit_length()),        # k_steps * R
     })
+
+
+#: Decisions about an instruction that the execute unit's dispatch starts from.
+FLAGS_LAYOUT = data.StructLayout({
+    "is_lw": 1, "is_mm": 1,
+    "looped": 1,       # a MATMUL with k_steps != 0
+    "one_step": 1,     # k_steps == 1
+    "ok": 1,           # the operands pass the range check (LOAD_W or MATMUL)
+    "rows_any": 1,     # MATMUL rows != 0
+    "rows_one": 1,     # MATMUL rows == 1
+})
 
 
 def _factors_layout(config: AcceleratorConfig) -> data.StructLayout:
@@ -114,7 +128,8 @@ class ExecuteUnit(wiring.Component):
         Rows of the scratchpad and the accumulator.
     prechecked : bool
         ``insn`` carries :func:`operand_terms` of the instruction in the bits above
-        ``isa.INSN_BITS`` (computed where it was queued); otherwise the unit computes them.
+        ``isa.INSN_BITS`` and :meth:`predecode` of both above those (computed where it was
+        queued); otherwise the unit computes them.
 
     Raises
     ------
@@ -137,7 +152,8 @@ class ExecuteUnit(wiring.Component):
         self.prechecked = prechecked
         sp_addr = unsigned(max(1, (sp_rows - 1).bit_length()))
         row = data.ArrayLayout(unsigned(8), max(config.rows, config.cols))
-        insn_bits = isa.INSN_BITS + (terms_layout(config).size if prechecked else 0)
+        insn_bits = isa.INSN_BITS + (terms_layout(config).size + FLAGS_LAYOUT.size
+                                     if prechecked else 0)
         super().__init__({
             "insn": In(stream.Signature(unsigned(insn_bits))),
             "sp_a_req": Out(stream.Signature(sp_addr)),
@@ -158,6 +174,32 @@ class ExecuteUnit(wiring.Component):
             "stall_token": Out(1),     # the next instruction waits for a dependency token
         })
 
+    def predecode(self, payload) -> Value:
+        """The dispatch flags (``FLAGS_LAYOUT``) of ``payload``: an instruction with its
+        :func:`operand_terms` above it. Pure expressions: with ``prechecked``, the
+        instruction's queue computes them into a register before the unit."""
+        cfg = self.config
+        word = payload[:isa.INSN_BITS]
+        terms = data.View(terms_layout(cfg), payload[isa.INSN_BITS:][:terms_layout(cfg).size])
+        op = word[:4]
+        mm = data.View(isa.layout(isa.Opcode.MATMUL), word)
+        lw = data.View(isa.layout(isa.Opcode.LOAD_W), word)
+        is_mm = op == isa.Opcode.MATMUL
+        is_lw = op == isa.Opcode.LOAD_W
+        looped = is_mm & (mm.k_steps != 0)
+        # Every range: start + (count - 1) * stride < size, with the products from
+        # `terms`; Amaranth arithmetic widens, never wraps. A loop is checked whole before
+        # its first step: addresses grow with the step, so its last step bounds every other.
+        lw_ok = lw.sp_addr + terms.span < self.sp_rows
+        mm_ok = ((mm.rows != 0)
+                 & (mm.sp_addr + terms.a_last + terms.span < self.sp_rows)
+                 & (mm.acc_addr + mm.rows <= self.acc_rows)
+                 & (~looped | (mm.w_addr + terms.w_end <= self.sp_rows)))
+        flags = {"is_lw": is_lw, "is_mm": is_mm, "looped": looped,
+                 "one_step": mm.k_steps == 1, "ok": Mux(is_lw, lw_ok, mm_ok),
+                 "rows_any": mm.rows != 0, "rows_one": mm.rows == 1}
+        return Cat(*(flags[name] for name, _ in FLAGS_LAYOUT))
+
     def elaborate(self, platform):
         m = Module()
         cfg = self.config
@@ -166,31 +208,22 @@ class ExecuteUnit(wiring.Component):
 
         # -- dispatch: decode, wait for tokens, check operands, hand to a feeder ----------
         word = self.insn.payload[:isa.INSN_BITS]
-        terms = Signal(terms_layout(cfg))
-        m.d.comb += terms.eq(self.insn.payload[isa.INSN_BITS:] if self.prechecked
-                             else operand_terms(cfg, word))
-        op = word[:4]
+        flags = Signal(FLAGS_LAYOUT)
+        if self.prechecked:
+            m.d.comb += flags.eq(self.insn.payload[isa.INSN_BITS + terms_layout(cfg).size:])
+        else:
+            m.d.comb += flags.eq(self.predecode(Cat(word, operand_terms(cfg, word))))
         mm = data.View(isa.layout(isa.Opcode.MATMUL), word)
         lw = data.View(isa.layout(isa.Opcode.LOAD_W), word)
-        is_mm = op == isa.Opcode.MATMUL
-        is_lw = op == isa.Opcode.LOAD_W
-        looped = is_mm & (mm.k_steps != 0)
-
-        # Every range: start + (count - 1) * stride < size, with the products from
-        # `terms`; Amaranth arithmetic widens, never wraps. A loop is checked whole before
-        # its first step: addresses grow with the step, so its last step bounds every other.
-        last_step = Signal.like(mm.k_steps)
-        m.d.comb += last_step.eq(Mux(looped, mm.k_steps - 1, 0))
-        lw_ok = lw.sp_addr + terms.span < self.sp_rows
-        mm_ok = ((mm.rows != 0)
-                 & (mm.sp_addr + terms.a_last + terms.span < self.sp_rows)
-                 & (mm.acc_addr + mm.rows <= self.acc_rows)
-                 & (~looped | (mm.w_addr + terms.w_end <= self.sp_rows)))
-        ok = Mux(is_lw, lw_ok, mm_ok)
+        is_mm, is_lw, looped, ok = flags.is_mm, flags.is_lw, flags.looped, flags.ok
 
         # Loop expander: the instruction stays on `insn` (not yet accepted) while its steps
-        # issue as micro-operations, a LOAD_W then a MATMUL per step.
+        # issue as micro-operations, a LOAD_W then a MATMUL per step. Whether the step is
+        # the first or the last are registers beside it (the last from the instruction's
+        # `one_step` while the step is 0), so no compare of the step precedes the take.
         step = Signal.like(mm.k_steps)      # current step of a loop
+        step_zero = Signal(init=1)          # step == 0
+        step_at_last = Signal()             # step == k_steps - 1, for step != 0
         step_mm = Signal()                  # its LOAD_W has issued; its MATMUL is next
         w_off = Signal(16)                  # step * R
         a_off = Signal(16)                  # step * a_step
@@ -198,8 +231,8 @@ class ExecuteUnit(wiring.Component):
         final = Signal()                    # its last micro-operation is next
         u_lw, u_mm = Signal(), Signal()
         m.d.comb += [
-            first.eq((step == 0) & ~step_mm),
-            final.eq(~looped | (step_mm & (step == last_step))),
+            first.eq(step_zero & ~step_mm),
+            final.eq(~looped | (step_mm & Mux(step_zero, flags.one_step, step_at_last))),
             u_lw.eq(is_lw | (looped & ~step_mm)),
             u_mm.eq(is_mm & ~u_lw),
         ]
@@ -250,10 +283,12 @@ class ExecuteUnit(wiring.Component):
             with m.If(~step_mm):
                 m.d.sync += step_mm.eq(1)
             with m.Elif(final):
-                m.d.sync += [step.eq(0), step_mm.eq(0), w_off.eq(0), a_off.eq(0)]
+                m.d.sync += [step.eq(0), step_zero.eq(1), step_at_last.eq(0), step_mm.eq(0),
+                             w_off.eq(0), a_off.eq(0)]
             with m.Else():
-                m.d.sync += [step.eq(step + 1), step_mm.eq(0), w_off.eq(w_off + R),
-                             a_off.eq(a_off + mm.a_step)]
+                m.d.sync += [step.eq(step + 1), step_zero.eq(0),
+                             step_at_last.eq((step + 2)[:len(step)] == mm.k_steps),
+                             step_mm.eq(0), w_off.eq(w_off + R), a_off.eq(a_off + mm.a_step)]
 
         # -- weight feeder ---------------------------------------------------------------
         # The tile's last row carries its LOAD_W's push flags, so the feeder can take the
@@ -361,8 +396,8 @@ class ExecuteUnit(wiring.Component):
             with m.Else():
                 m.d.sync += [a_busy.eq(1), a_addr.eq(mm.sp_addr + a_off),
                              a_stride.eq(mm.sp_stride), a_left.eq(mm.rows),
-                             a_any.eq(mm.rows != 0), a_one.eq(mm.rows == 1),
-                             a_acc.eq(mm.acc_addr), a_accumulate.eq(mm.accumulate | (step != 0)),
+                             a_any.eq(flags.rows_any), a_one.eq(flags.rows_one),
+                             a_acc.eq(mm.acc_addr), a_accumulate.eq(mm.accumulate | ~step_zero),
                              a_push_ld.eq(push_ld), a_push_st.eq(push_st)]
         m.d.comb += [
             afifo.w_en.eq(self.sp_a_resp.valid),
