@@ -190,12 +190,13 @@ class LoadUnit(wiring.Component):
 
         # Assemble rows of the data head: earlier beats of the row are held in `buf`; the
         # final beat is combined on the fly and the row written out. The data head's
-        # descriptor is a register: it follows `data_ptr` (and a descriptor written at
-        # its index) a cycle ahead, so no selection among the descriptors precedes the
-        # beat's decisions.
-        data_ptr_next = Signal.like(data_ptr)
-        m.d.comb += data_ptr_next.eq(data_ptr)
+        # descriptor is a register, loaded with the entry at `data_ptr` or the one after
+        # it (each chosen from registers and the entry being written), so no selection
+        # among the descriptors precedes the beat's decisions. After a completion without
+        # data moves `data_ptr` further, the register is stale for a cycle (`head_ok`
+        # low: no beat is taken).
         head = Signal(desc_layout)
+        head_ok = Signal(init=1)
         mem = Signal(2)
         row_off = Signal(16)                        # rows of the data head written so far
         addr = Signal(16)
@@ -215,14 +216,14 @@ class LoadUnit(wiring.Component):
             m.d.comb += row[p].eq(Mux(at[j], self.rd_data.payload.data[p - j * B],
                                       Mux(past[j], buf[p], 0)))
         writing = Signal()
-        m.d.comb += writing.eq(self.rd_data.valid & row_end)
+        m.d.comb += writing.eq(self.rd_data.valid & head_ok & row_end)
         # Rows go out a cycle later, from registers: the accumulator's through a register
         # slice, the others (never refused) through plain registers. Only the accumulator
         # can refuse a row (the array's results have priority there).
         m.submodules.acc_slice = acc_slice = RegisterSlice(self.acc_l.payload.shape())
         wiring.connect(m, acc_slice.o, wiring.flipped(self.acc_l))
-        m.d.comb += self.rd_data.ready.eq(~row_end | (mem != isa.Mem.ACCUMULATOR)
-                                          | acc_slice.i.ready)
+        m.d.comb += self.rd_data.ready.eq(head_ok & (~row_end | (mem != isa.Mem.ACCUMULATOR)
+                                                     | acc_slice.i.ready))
         beat_fire = Signal()
         m.d.comb += beat_fire.eq(self.rd_data.valid & self.rd_data.ready)
         with m.If(beat_fire):
@@ -233,8 +234,15 @@ class LoadUnit(wiring.Component):
                 m.d.sync += [at.eq(at << 1), past.eq(past | at)]
             # The DMA marks the final beat of each command.
             with m.If(self.rd_data.payload.last):
-                m.d.comb += data_ptr_next.eq(data_ptr + 1)
-                m.d.sync += row_off.eq(0)
+                m.d.sync += [data_ptr.eq(data_ptr + 1), row_off.eq(0)]
+
+        def entry_at(ptr):
+            return Mux((take & good) & (wr_ptr[:k] == ptr[:k]), entry, descs[ptr[:k]])
+        with m.If(head_ok):
+            m.d.sync += head.eq(Mux(beat_fire & self.rd_data.payload.last,
+                                    entry_at(data_ptr + 1), entry_at(data_ptr)))
+        with m.Else():
+            m.d.sync += [head.eq(entry_at(data_ptr)), head_ok.eq(1)]
 
         sp_bytes = self.sp_row_bytes
         acc_bytes = self.widths[isa.Mem.ACCUMULATOR]
@@ -277,13 +285,10 @@ class LoadUnit(wiring.Component):
             # A command that ended without its data (an abort) must not shift the rows of
             # the next LOAD.
             with m.If(data_ptr == done_ptr):
-                m.d.comb += data_ptr_next.eq(done_ptr + 1)
-                m.d.sync += [at.eq(1), past.eq(0), row_off.eq(0)]
+                m.d.sync += [data_ptr.eq(done_ptr + 1), head_ok.eq(0), at.eq(1), past.eq(0),
+                             row_off.eq(0)]
             with m.If((self.rd_done.payload.error != DmaError.OK) & ~error_valid):
                 m.d.sync += [error_valid.eq(1),
                              self.error.eq(error_code(self.rd_done.payload.error))]
-        written_next = (take & good) & (wr_ptr[:k] == data_ptr_next[:k])
-        m.d.sync += [data_ptr.eq(data_ptr_next),
-                     head.eq(Mux(written_next, entry, descs[data_ptr_next[:k]]))]
         m.d.comb += self.busy.eq(~empty | take)
         return m

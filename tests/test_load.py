@@ -21,7 +21,7 @@ def with_check(ctx, unit, word):
 
 
 def run(cfg, bus_bytes, dram, program, *, rng, dma_error=DmaError.OK, acc_ready=0.6,
-        ex_avail=1, max_loads=8, prechecked=False):
+        ex_avail=1, max_loads=8, prechecked=False, dropped=()):
     """Run LOADs; return the writes seen on each destination port and the stats.
 
     With ``prechecked``, each instruction carries its operand check in the bit above it,
@@ -30,6 +30,8 @@ def run(cfg, bus_bytes, dram, program, *, rng, dma_error=DmaError.OK, acc_ready=
     The DMA model answers commands in order, like the DMA: each command's beats, then its
     completion, which may wait while the next command's beats already flow. ``dma_error``
     is the completion code of every command, or a dict from command number to code.
+    Commands numbered in ``dropped`` end without data, as an aborted command does; no
+    later command's data comes before their completion.
     """
     dut = LoadUnit(cfg, 64, 16, 4, bus_bytes, max_loads=max_loads, prechecked=prechecked)
     out = {"sp": {}, "acc": {}, "params": {}, "error": None, "pushes": 0, "cmds": [],
@@ -63,9 +65,13 @@ def run(cfg, bus_bytes, dram, program, *, rng, dma_error=DmaError.OK, acc_ready=
                     for k in range(nb):
                         beats.append((padded[k * B:(k + 1) * B],
                                       r == c.rows - 1 and k == nb - 1))
-                flight.append([beats, code])
+                flight.append([deque() if n in dropped else beats, code, n in dropped])
             out["in_flight"] = max(out["in_flight"], len(flight))
-            source = next((f[0] for f in flight if f[0]), None)
+            source = None
+            for f in flight:
+                if f[0] or f[2]:
+                    source = f[0] or None
+                    break
             offer = source is not None and rng.random() < 0.8
             ctx.set(dut.rd_data.valid, offer)
             if offer:
@@ -90,7 +96,8 @@ def run(cfg, bus_bytes, dram, program, *, rng, dma_error=DmaError.OK, acc_ready=
                 # Taking a completion means every row of the command is in its memory
                 # (rows written in this cycle count: they land at the clock edge).
                 completed = len(out["done_cycles"])
-                rows_due = sum(c[1] for c in out["cmds"][:completed])
+                rows_due = sum(c[1] for n, c in enumerate(out["cmds"][:completed])
+                               if n not in dropped)
                 assert written >= rows_due, \
                     f"LOAD {completed - 1} completed with {rows_due - written} rows unwritten"
             if ctx.get(dut.ex_push):
@@ -215,6 +222,32 @@ def test_dma_error_behind_good_loads(rng):
     for k in range(2):
         for r in range(2):
             assert out["sp"][2 * k + r] == list(dram[64 * k + 16 * r:][:4])
+
+
+@pytest.mark.parametrize("cols, bus_bytes", [(4, 16), (8, 16)])
+def test_command_without_data_does_not_shift_later_rows(cols, bus_bytes, rng):
+    """A LOAD whose command ends without data (an abort) completes; the rows of the LOADs
+    after it, whose data may follow its completion at once, land at their own addresses.
+    The 8-column accumulator rows take two beats each."""
+    dram = bytes(rng.integers(0, 256, size=2048, dtype=np.uint8))
+    mem = isa.Mem.ACCUMULATOR if cols == 8 else isa.Mem.SCRATCHPAD
+    row_bytes = 32 if cols == 8 else 4
+    prog = [isa.encode("load", mem=mem, rows=2, row_bytes=row_bytes, dram_addr=128 * k,
+                       dram_stride=64, sram_addr=2 * k) for k in range(4)]
+    out = run(AcceleratorConfig(rows=4, cols=cols), bus_bytes, dram, prog, rng=rng,
+              dma_error={1: DmaError.ABORTED}, dropped={1}, acc_ready=1.0)
+    key = "acc" if cols == 8 else "sp"
+    issued = len(out["cmds"])
+    assert issued >= 3, "too few LOADs in flight to test the case"
+    assert 2 not in out[key] and 3 not in out[key]
+    for k in [0] + list(range(2, issued)):
+        for r in range(2):
+            got = out[key][2 * k + r]
+            want = dram[128 * k + 64 * r:][:row_bytes]
+            if key == "acc":
+                assert got == list(np.frombuffer(want, dtype="<i4")), (k, r)
+            else:
+                assert got == list(want), (k, r)
 
 
 @pytest.mark.parametrize("value, exc, text", [
