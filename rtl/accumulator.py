@@ -7,7 +7,7 @@ in the two cycles before an add are forwarded to it, so back-to-back writes to t
 row (a batch-1 GEMV accumulating over K on a 1-row array) see each other. Two writers share the
 pipeline: ``w`` (the array's results, which cannot wait) has priority over ``l`` (rows
 loaded from DRAM). A separate read port ``r_req``/``r_resp`` serves the store unit with
-one cycle of latency.
+``READ_LATENCY`` (2) cycles of latency: its block RAM's output goes into a register.
 """
 
 from __future__ import annotations
@@ -55,6 +55,8 @@ class Accumulator(wiring.Component):
 
     #: Cycles from a write's acceptance until a read accepted then sees it.
     WRITE_LATENCY = 3
+    #: Cycles from a read request to its response on ``r_resp``.
+    READ_LATENCY = 2
 
     def __init__(self, lanes: int, rows: int, acc_width: int = 32):
         for name, value, lo in (("lanes", lanes, 1), ("rows", rows, 2),
@@ -100,18 +102,24 @@ class Accumulator(wiring.Component):
                      s2.eq(s1), s2_valid.eq(s1_valid), read.eq(rmw.data)]
         # Stage 2: add (or not) and write. The row was read two cycles ago; the writes of
         # the two cycles since (held in `w1`, the newer, and `w2`) may have changed it.
+        # Whether they did is compared a stage earlier, against the operations that
+        # become `w1` and `w2` (`hit1`, `hit2`), so only a selection precedes the add.
         w1, w2 = Signal(wl), Signal(wl)
         w1_valid, w2_valid = Signal(), Signal()
+        hit1, hit2 = Signal(), Signal()
+        m.d.sync += [hit1.eq(s2_valid & (s2.addr == s1.addr)),
+                     hit2.eq(w1_valid & (w1.addr == s1.addr))]
         old, total = Signal(row), Signal(row)
-        m.d.comb += old.eq(Mux(w1_valid & (w1.addr == s2.addr), w1.data,
-                               Mux(w2_valid & (w2.addr == s2.addr), w2.data, read)))
+        m.d.comb += old.eq(Mux(hit1, w1.data, Mux(hit2, w2.data, read)))
         for i in range(self.lanes):
             m.d.comb += total[i].eq(Mux(s2.accumulate, old[i] + s2.data[i], s2.data[i]))
         m.d.comb += [wp.addr.eq(s2.addr), wp.data.eq(total), wp.en.eq(s2_valid)]
         m.d.sync += [w1.addr.eq(s2.addr), w1.data.eq(total), w1_valid.eq(s2_valid),
                      w2.eq(w1), w2_valid.eq(w1_valid)]
 
+        # The read port: the block RAM's output goes straight into a register.
+        resp_pending = Signal()
         m.d.comb += [rd.addr.eq(self.r_req.payload), rd.en.eq(1)]
-        m.d.sync += self.r_resp.valid.eq(self.r_req.valid)
-        m.d.comb += self.r_resp.payload.eq(rd.data)
+        m.d.sync += [resp_pending.eq(self.r_req.valid), self.r_resp.valid.eq(resp_pending),
+                     self.r_resp.payload.eq(rd.data)]
         return m

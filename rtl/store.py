@@ -20,6 +20,7 @@ from amaranth.lib.wiring import In, Out
 from llmchip.config import AcceleratorConfig
 from llmchip.sw import isa, regs
 
+from .accumulator import Accumulator
 from .dma_if import DmaError, dma_cmd_layout, dma_data_layout, dma_done_layout, error_code
 from .pe import _rejected
 from .postproc import PostProcessor
@@ -49,7 +50,9 @@ class StoreUnit(wiring.Component):
         ``isa.INSN_BITS`` (computed where it was queued); otherwise the unit computes it.
     """
 
-    FIFO_DEPTH = 4
+    #: Accumulator rows buffered ahead of the post-processor: the reads in flight and
+    #: the buffered queue's refill, so that reads issue one per cycle.
+    FIFO_DEPTH = Accumulator.READ_LATENCY + 3
     #: Rows the output queue holds: every row the post-processor may hold, plus the
     #: cycles a freed entry takes to reach the credit check, so that rows flow one per
     #: cycle while the DMA takes them.
@@ -212,17 +215,20 @@ class StoreUnit(wiring.Component):
         # Accumulator reads into a FIFO (responses cannot wait), then the post-processor.
         m.submodules.rows_fifo = rf = fifo.SyncFIFOBuffered(width=C * cfg.acc_width + 1,
                                                             depth=self.FIFO_DEPTH)
-        inflight = Signal.like(rf.level)
+        # Reads in flight: one bit per cycle of the accumulator's read latency.
+        lat = Accumulator.READ_LATENCY
+        inflight = Signal(lat)
         used = Signal.like(rf.level)
-        m.d.comb += used.eq(rf.level + inflight)
+        m.d.comb += used.eq(rf.level + sum(inflight[i] for i in range(lat)))
         issue = Signal()
         m.d.comb += [
             issue.eq(active & ~params_pending & (reads_left != 0) & (used < self.FIFO_DEPTH)),
             self.acc_req.valid.eq(issue),
             self.acc_req.payload.eq(acc_addr),
         ]
-        is_last = Signal()
-        m.d.sync += [inflight.eq(issue), is_last.eq(issue & (reads_left == 1))]
+        is_last = Signal(lat)                # the command's last read, beside `inflight`
+        m.d.sync += [inflight.eq(Cat(issue, inflight[:-1])),
+                     is_last.eq(Cat(issue & (reads_left == 1), is_last[:-1]))]
         with m.If(issue):
             m.d.sync += [acc_addr.eq(acc_addr + 1), reads_left.eq(reads_left - 1)]
         # The post-processor never stalls: a row enters it only when the output queue has
@@ -233,7 +239,7 @@ class StoreUnit(wiring.Component):
         enter = Signal()
         m.d.comb += [
             rf.w_en.eq(self.acc_resp.valid),
-            rf.w_data.eq(Cat(self.acc_resp.payload.as_value(), is_last)),
+            rf.w_data.eq(Cat(self.acc_resp.payload.as_value(), is_last[-1])),
             enter.eq(rf.r_rdy & (held < self.OUT_DEPTH)),
             pp.i.valid.eq(enter),
             pp.i.payload.data.as_value().eq(rf.r_data[:C * cfg.acc_width]),

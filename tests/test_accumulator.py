@@ -17,9 +17,11 @@ def test_random_writes_and_reads_match_model(acc_width, rng):
     stats = {"same_row_back_to_back": 0, "l_waited": 0}
 
     async def bench(ctx):
-        expect_read = None
+        # Expected responses of the reads requested in the last READ_LATENCY cycles.
+        expect = [None] * Accumulator.READ_LATENCY
         last_addr = None
         for _ in range(500):
+            expect_read = expect.pop(0)
             if expect_read is not None:
                 assert ctx.get(dut.r_resp.valid)
                 assert list(ctx.get(dut.r_resp.payload)) == list(expect_read)
@@ -44,7 +46,7 @@ def test_random_writes_and_reads_match_model(acc_width, rng):
             assert l_ok == (lv and not wv), "loads wait only for the array's writes"
             stats["l_waited"] += lv and wv
             # Reads see writes accepted WRITE_LATENCY or more cycles earlier.
-            expect_read = model_snapshot[ra].copy() if rv else None
+            expect.append(model_snapshot[ra].copy() if rv else None)
             await ctx.tick()
             # Apply the write that was accepted this cycle to the model for later cycles.
             if wv:
