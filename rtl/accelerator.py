@@ -33,7 +33,7 @@ from .execute import ExecuteUnit, term_factors, terms_of_factors
 from .load import LoadUnit
 from .pe import _rejected
 from .scratchpad import Scratchpad
-from .slice import DataDoneSlices, RegisterSlice
+from .slice import AxiRegisterSlice, DataDoneSlices, RegisterSlice
 from .store import StoreUnit
 
 __all__ = ["Accelerator", "ReadArbiter", "csr_constants", "dvfs_params", "dvfs_signature",
@@ -218,8 +218,12 @@ class Accelerator(wiring.Component):
                                  max_outstanding=cfg.dma_outstanding))
         m.submodules.bus_bridge = bridge = AxiEnableBridge(ADDR_BITS, cfg.bus_bits, 1)
         wiring.connect(m, dma.bus, bridge.core)
-        wiring.connect(m, wiring.flipped(self.bus), bridge.bus)
         m.d.comb += bridge.en.eq(en)
+        # Every signal of the bus port comes from a register: the memory system's `ready`
+        # and `valid` reach none of the DMA's logic in the same cycle.
+        m.submodules.bus_slice = bus_slice = AxiRegisterSlice(ADDR_BITS, cfg.bus_bits, 1)
+        wiring.connect(m, bridge.bus, bus_slice.manager)
+        wiring.connect(m, wiring.flipped(self.bus), bus_slice.bus)
         lu = unit("load", LoadUnit(cfg, cfg.sp_rows, cfg.acc_rows, cfg.param_rows, B,
                                    ADDR_BITS, prechecked=True))
         eu = unit("execute", ExecuteUnit(cfg, cfg.sp_rows, cfg.acc_rows, prechecked=True))
@@ -363,7 +367,7 @@ class Accelerator(wiring.Component):
         all_idle = Signal()
         m.d.comb += all_idle.eq(~cp.busy & ~lu.busy & ~eu.busy & ~su.busy & dma.idle
                                 & ~held["ld"] & ~held["ex"] & ~held["st"]
-                                & ~Cat(*slices).any())
+                                & ~Cat(*slices).any() & ~bus_slice.holding)
         m.d.comb += csr.status.eq(cp.busy | (cp.done << 2) | (all_idle << 1)
                                   | (cp.error << 8))
         with m.If(csr.ctrl_soft_reset):
@@ -374,7 +378,7 @@ class Accelerator(wiring.Component):
         # which reaches every flip-flop of the core. Nothing new reaches the DMA meanwhile
         # (its command streams are held while `resetting`).
         rst_next = Signal()
-        with m.If(resetting & dma.idle & en):
+        with m.If(resetting & dma.idle & ~bus_slice.holding & en):
             m.d.sync += rst_next.eq(1)
         m.d.comb += unit_rst.eq(rst_next & en)
         with m.If(unit_rst):

@@ -13,13 +13,26 @@ from amaranth.lib.wiring import In, Out
 from llmchip.config import check_int
 
 __all__ = ["AxiResp", "AxiBurst", "AXI4_DATA_WIDTHS", "AXI4LITE_DATA_WIDTHS",
-           "axi4_signature", "axi4lite_signature"]
+           "AXI4_MANAGER_CHANNELS", "AXI4_SUBORDINATE_CHANNELS", "axi4_signature",
+           "axi4lite_signature"]
 
 #: Data widths an AXI4 port may have here (bits); beats are whole power-of-two bytes.
 AXI4_DATA_WIDTHS = (32, 64, 128, 256, 512)
 
 #: Data widths AXI4-Lite allows (bits).
 AXI4LITE_DATA_WIDTHS = (32, 64)
+
+#: The channels of :func:`axi4_signature` the manager drives: (valid, ready, payload).
+AXI4_MANAGER_CHANNELS = (
+    ("awvalid", "awready", ("awid", "awaddr", "awlen", "awsize", "awburst")),
+    ("wvalid", "wready", ("wdata", "wstrb", "wlast")),
+    ("arvalid", "arready", ("arid", "araddr", "arlen", "arsize", "arburst")),
+)
+#: The channels the subordinate drives.
+AXI4_SUBORDINATE_CHANNELS = (
+    ("bvalid", "bready", ("bid", "bresp")),
+    ("rvalid", "rready", ("rid", "rdata", "rresp", "rlast")),
+)
 
 
 class AxiResp(enum.IntEnum, shape=2):

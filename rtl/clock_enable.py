@@ -22,21 +22,12 @@ from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from .axi import axi4_signature
+from .axi import AXI4_MANAGER_CHANNELS, AXI4_SUBORDINATE_CHANNELS, axi4_signature
 
 __all__ = ["AxiEnableBridge"]
 
-#: Manager-driven channels: (valid, ready, payload members).
-_FORWARD = (
-    ("awvalid", "awready", ("awid", "awaddr", "awlen", "awsize", "awburst")),
-    ("wvalid", "wready", ("wdata", "wstrb", "wlast")),
-    ("arvalid", "arready", ("arid", "araddr", "arlen", "arsize", "arburst")),
-)
-#: Subordinate-driven channels.
-_BACKWARD = (
-    ("bvalid", "bready", ("bid", "bresp")),
-    ("rvalid", "rready", ("rid", "rdata", "rresp", "rlast")),
-)
+_FORWARD = AXI4_MANAGER_CHANNELS
+_BACKWARD = AXI4_SUBORDINATE_CHANNELS
 
 
 class AxiEnableBridge(wiring.Component):

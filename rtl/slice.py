@@ -4,15 +4,19 @@ Placed between two units, it cuts the combinational paths of a valid/ready hands
 consumer's ``ready`` no longer reaches the producer's logic in the same cycle, and the
 producer's ``valid`` and payload no longer reach the consumer's. It costs one cycle of
 latency and no throughput (one beat per cycle while the consumer takes them).
+
+:class:`AxiRegisterSlice` puts one on every channel of an AXI4 port.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Cat, Module, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["DataDoneSlices", "RegisterSlice"]
+from .axi import AXI4_MANAGER_CHANNELS, AXI4_SUBORDINATE_CHANNELS, axi4_signature
+
+__all__ = ["AxiRegisterSlice", "DataDoneSlices", "RegisterSlice"]
 
 
 class RegisterSlice(wiring.Component):
@@ -104,4 +108,41 @@ class DataDoneSlices(wiring.Component):
             self.done_i.ready.eq(done.i.ready & ~data.holding_last),
             self.holding.eq(data.holding | done.holding),
         ]
+        return m
+
+
+class AxiRegisterSlice(wiring.Component):
+    """A :class:`RegisterSlice` on each of the five channels between an AXI4 manager
+    (``manager``, the port it drives) and the bus (``bus``).
+
+    Every signal of either side comes from a register, so the subordinate's ``ready`` and
+    ``valid`` reach none of the manager's logic in the same cycle. Each channel takes one
+    more cycle and keeps its throughput; the order of beats on a channel is unchanged.
+    ``holding`` is high while a slice holds a beat.
+    """
+
+    def __init__(self, addr_width: int, data_width: int, id_width: int = 1):
+        sig = axi4_signature(addr_width, data_width, id_width)
+        super().__init__({"manager": In(sig), "bus": Out(sig), "holding": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        holding = []
+        for src, dst, channels in ((self.manager, self.bus, AXI4_MANAGER_CHANNELS),
+                                   (self.bus, self.manager, AXI4_SUBORDINATE_CHANNELS)):
+            for valid, ready, payload in channels:
+                fields = [getattr(src, p) for p in payload]
+                width = sum(len(f) for f in fields)
+                piece = RegisterSlice(unsigned(width))
+                m.submodules[valid[:-5]] = piece
+                m.d.comb += [
+                    piece.i.valid.eq(getattr(src, valid)),
+                    getattr(src, ready).eq(piece.i.ready),
+                    piece.i.payload.eq(Cat(*fields)),
+                    getattr(dst, valid).eq(piece.o.valid),
+                    piece.o.ready.eq(getattr(dst, ready)),
+                    Cat(*(getattr(dst, p) for p in payload)).eq(piece.o.payload),
+                ]
+                holding.append(piece.holding)
+        m.d.comb += self.holding.eq(Cat(*holding).any())
         return m
