@@ -402,45 +402,36 @@ class _BurstIssuer(wiring.Component):
         single = Signal()                 # nout_m1 == 0
         lm = Signal(s)                    # (row_bytes - 1) % B
         beat = Signal(a - s)              # beat address of the next burst
+        beats_left = Signal(nbits)        # bus beats of the current row not yet issued
         o = Signal(s)
         tail = Signal(s)
         extra = Signal()
         row_first = Signal()              # the next burst is the first of its row
         nxt = Signal(a)                   # start address of the next row
 
-        # The next burst, in registers: its length, whether it ends its row, and the beats
-        # of the row left after it if it stops at a max_burst boundary (`rest`, used only
-        # when the row does not end first). They are set with each row's first burst and, after a
-        # burst that stops at a boundary, from `rest` alone (the row goes on from a
-        # boundary, with max_burst beats before the next): no comparison or subtraction
-        # lies between them and the burst's issue. Widths match wherever two signals are
-        # compared (Verilator -Wall).
-        blen = Signal(nbits)
-        row_end = Signal()
-        rest = Signal(nbits + 1)
-
-        def next_burst(left, in_block):
-            """Statements setting the next burst for ``left`` bus beats of the row, of
-            which ``in_block`` lie before the next max_burst boundary (both as wide as
-            ``rest``)."""
-            ends = left <= in_block
-            return [row_end.eq(ends), blen.eq(Mux(ends, left, in_block)),
-                    rest.eq(left - in_block)]
-
         def load_row(addr, lm_, nout_m1_):
             t = Signal(s + 1, name="row_t")
-            left = Signal(nbits + 1, name="row_left")
-            in_block = Signal(nbits + 1, name="row_in_block")
-            m.d.comb += [
-                t.eq(addr[:s] + lm_),
-                left.eq(nout_m1_ + 1 + t[s]),
-                in_block.eq(mb - addr[s:s + (mb - 1).bit_length()] if mb > 1 else 1),
-            ]
+            m.d.comb += t.eq(addr[:s] + lm_)
+            first_block = mb - addr[s:s + (mb - 1).bit_length()] if mb > 1 else 1
             return [
-                beat.eq(addr[s:]), o.eq(addr[:s]), extra.eq(t[s]),
-                tail.eq(t[:s] if self._write else lm_), row_first.eq(1),
-                *next_burst(left, in_block),
+                beat.eq(addr[s:]), o.eq(addr[:s]), extra.eq(t[s]), in_block.eq(first_block),
+                tail.eq(t[:s] if self._write else lm_),
+                beats_left.eq(nout_m1_ + 1 + t[s]), row_first.eq(1),
             ]
+
+        # Widths match wherever two signals are compared (Verilator -Wall).
+        # Beats left before the next max_burst boundary: a register kept beside `beat`
+        # (set with each row's first beat; a burst that stops at the boundary leaves
+        # max_burst), so no subtraction precedes the burst's length. The length and the
+        # row end follow from registers by one comparison; whether the burst may go does
+        # not wait for them (`credit_ok` is the parent's).
+        in_block = Signal(nbits, init=mb)
+        blen = Signal(nbits)
+        row_end = Signal()
+        m.d.comb += [
+            row_end.eq(beats_left <= in_block),
+            blen.eq(Mux(row_end, beats_left, in_block)),
+        ]
 
         bus_ok = Signal()
         go = Signal()
@@ -469,8 +460,9 @@ class _BurstIssuer(wiring.Component):
                 ax.payload.addr.eq(Cat(Const(0, s), beat)),
                 ax.payload.len.eq(blen - 1),
                 beat.eq(beat + blen),
+                beats_left.eq(beats_left - blen),
                 row_first.eq(0),
-                *next_burst(rest, mb),   # the row goes on from a boundary
+                in_block.eq(mb),     # the row goes on from a max_burst boundary
             ]
             with m.If(row_end):
                 m.d.sync += rows_left.eq(rows_left - 1)
