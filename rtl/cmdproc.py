@@ -97,7 +97,9 @@ class CommandProcessor(wiring.Component):
         running = Signal()
         error = Signal(8)
         stopped = Signal()
-        m.d.comb += [stopped.eq(error != 0), self.error.eq(error)]
+        # `stopped` is `error != 0`, kept as a register: every assignment of `error` sets
+        # it too (it gates the fetch, the dispatch and the unit errors).
+        m.d.comb += self.error.eq(error)
 
         # -- fetch ------------------------------------------------------------------------
         m.submodules.ibuf = ibuf = fifo.SyncFIFOBuffered(width=isa.INSN_BITS, depth=depth)
@@ -107,7 +109,7 @@ class CommandProcessor(wiring.Component):
         m.d.comb += bad_queue.eq((self.iq_size == 0) | (self.iq_tail >= self.iq_size))
         with m.If(self.doorbell):
             with m.If(bad_queue):
-                m.d.sync += error.eq(regs.ErrorCode.QUEUE_CONFIG)
+                m.d.sync += [error.eq(regs.ErrorCode.QUEUE_CONFIG), stopped.eq(1)]
             with m.Elif(~stopped):
                 m.d.sync += [running.eq(1), self.done.eq(0)]
 
@@ -170,7 +172,9 @@ class CommandProcessor(wiring.Component):
             m.d.comb += self.rd_done.ready.eq(1)
             m.d.sync += [fetching.eq(0), pending.eq(0)]
             with m.If(self.rd_done.payload.error != DmaError.OK):
-                m.d.sync += error.eq(error_code(self.rd_done.payload.error))
+                code = Signal(8)
+                m.d.comb += code.eq(error_code(self.rd_done.payload.error))
+                m.d.sync += [error.eq(code), stopped.eq(code != 0)]
 
         # -- dispatch ----------------------------------------------------------------------
         queues = {}
@@ -219,7 +223,7 @@ class CommandProcessor(wiring.Component):
         dispatch = Signal()
         with m.If(ibuf.r_rdy & running & ~stopped):
             with m.If(~legal):
-                m.d.sync += [error.eq(regs.ErrorCode.ILLEGAL_OPCODE),
+                m.d.sync += [error.eq(regs.ErrorCode.ILLEGAL_OPCODE), stopped.eq(1),
                              self.error_info.eq(index)]
             with m.Elif(target == isa.Queue.CONTROL):
                 with m.If(drained):
@@ -243,7 +247,8 @@ class CommandProcessor(wiring.Component):
         # -- unit errors stop the program ---------------------------------------------------
         for name, err in (("ld", self.ld_error), ("ex", self.ex_error), ("st", self.st_error)):
             with m.If((err != 0) & ~stopped):
-                m.d.sync += [error.eq(err), self.error_info.eq(last_index[name])]
+                m.d.sync += [error.eq(err), stopped.eq(1),
+                             self.error_info.eq(last_index[name])]
         newly = Signal()
         was = Signal()
         m.d.sync += was.eq(stopped)
