@@ -43,7 +43,7 @@ class Timing:
     rd_gap: int = 1                #: idle address-channel cycles between commands
     wr_first: int = 6              #: write command accepted -> first W beat possible
     wr_done: int = 11              #: B response -> completion seen by the store unit
-    load_issue: int = 8            #: LOAD taken -> DMA command accepted
+    load_issue: int = 7            #: LOAD taken -> DMA command accepted
     load_inflight: int = 8         #: LOADs in flight in the load unit
     fetch_issue: int = 4           #: fetch decided -> DMA command presented
     fetch_gap: int = 3             #: fetch completion -> next fetch may be decided

@@ -91,8 +91,10 @@ def run(cfg, sp_image, program, *, acc_rows=32, sp_rows=64, read_rows=0, tokens=
             ctx.set(acc.r_req.valid, 1)
             ctx.set(acc.r_req.payload, r)
             await ctx.tick()
+            ctx.set(acc.r_req.valid, 0)
+            await ctx.tick().repeat(Accumulator.READ_LATENCY - 1)
+            assert ctx.get(acc.r_resp.valid)
             out["rows"].append(list(ctx.get(acc.r_resp.payload)))
-        ctx.set(acc.r_req.valid, 0)
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
