@@ -178,9 +178,20 @@ class _Kind(enum.Enum, shape=2):
     NONE = 3    # malformed: no rows, only a completion
 
 
-def _checked_layout(addr_width: int) -> data.StructLayout:
-    return data.StructLayout({"addr": addr_width, "rows": 16, "row_bytes": 16,
-                              "stride": addr_width, "kind": _Kind, "err": 3})
+def _checked_layout(cfg: DmaConfig) -> data.StructLayout:
+    """A checked command, with its first row's set-up computed by the check's last stage
+    (the issuer takes it without arithmetic)."""
+    a, s, nbits = cfg.addr_width, cfg.size_log2, cfg.row_beats_width
+    return data.StructLayout({
+        "addr": a, "rows": 16, "row_bytes": 16, "stride": a, "kind": _Kind, "err": 3,
+        "lm": s,                   # (row_bytes - 1) % B
+        "nout_m1": nbits,          # stream beats of a row, minus one
+        "single": 1,               # nout_m1 == 0
+        "t": s + 1,                # addr % B + lm: its carry is the first row's `extra`
+        "left": nbits,             # bus beats of the first row
+        "in_block": nbits,         # of them, before the first max_burst boundary
+        "next_addr": a,            # the second row's address
+    })
 
 
 def _burst_layout(addr_width: int) -> data.StructLayout:
@@ -274,7 +285,7 @@ class _CommandCheck(wiring.Component):
         a = cfg.addr_width
         super().__init__({
             "cmd": In(stream.Signature(command_layout(a))),
-            "out": Out(stream.Signature(_checked_layout(a))),
+            "out": Out(stream.Signature(_checked_layout(cfg))),
             "window_base": In(a),
             "window_size": In(a + 1),
             "flush": In(1),
@@ -320,6 +331,13 @@ class _CommandCheck(wiring.Component):
         # outside anyway) iff the span exceeds the room.
         below_3 = Signal()
         outside = below_3 | (span > room_a) | (span > room_w)
+        # The first row's set-up, for the issuer (see `_BurstIssuer`'s `load_row`).
+        sz, mb = self._cfg.size_log2, self._cfg.max_burst
+        lm = Signal(sz)
+        nout_m1 = Signal(self._cfg.row_beats_width)
+        t = Signal(sz + 1)
+        m.d.comb += [lm.eq(s3.row_bytes - 1), nout_m1.eq((s3.row_bytes - 1) >> sz),
+                     t.eq(s3.addr[:sz] + lm)]
         with m.If(self.flush):
             m.d.sync += [v.eq(0) for v in valid] + [out.valid.eq(0)]
         with m.Else():
@@ -349,6 +367,11 @@ class _CommandCheck(wiring.Component):
                     out.valid.eq(1),
                     p.addr.eq(s3.addr), p.rows.eq(s3.rows), p.row_bytes.eq(s3.row_bytes),
                     p.stride.eq(s3.stride),
+                    p.lm.eq(lm), p.nout_m1.eq(nout_m1), p.single.eq(_is_zero(nout_m1)),
+                    p.t.eq(t), p.left.eq(nout_m1 + 1 + t[sz]),
+                    p.in_block.eq(mb - s3.addr[sz:sz + (mb - 1).bit_length()] if mb > 1
+                                  else 1),
+                    p.next_addr.eq(s3.addr + s3.stride),
                 ]
                 with m.If(bad):
                     m.d.sync += [p.kind.eq(_Kind.NONE), p.err.eq(DmaError.BAD_COMMAND)]
@@ -376,7 +399,7 @@ class _BurstIssuer(wiring.Component):
         self._write = write
         a = cfg.addr_width
         super().__init__({
-            "cmd": In(stream.Signature(_checked_layout(a))),
+            "cmd": In(stream.Signature(_checked_layout(cfg))),
             "ax": Out(stream.Signature(_burst_layout(a))),
             "row": Out(stream.Signature(_row_layout(cfg))),
             "credit_ok": In(1),
@@ -480,19 +503,19 @@ class _BurstIssuer(wiring.Component):
                 m.d.sync += self.busy.eq(0)
 
         with m.If(self.cmd.valid & self.cmd.ready):
-            lm_c = Signal(s)
-            nout_m1_c = Signal(nbits)
-            m.d.comb += [lm_c.eq(c.row_bytes - 1), nout_m1_c.eq((c.row_bytes - 1) >> s)]
+            # The first row as the check set it up: no arithmetic here, so none is shared
+            # with the next row's set-up behind the accept decision.
             m.d.sync += [
                 self.busy.eq(1), kind.eq(c.kind), err.eq(c.err), rows_left.eq(c.rows),
-                stride.eq(c.stride), nout_m1.eq(nout_m1_c), single.eq(_is_zero(nout_m1_c)),
-                lm.eq(lm_c),
-                nxt.eq(c.addr + c.stride),
+                stride.eq(c.stride), nout_m1.eq(c.nout_m1), single.eq(c.single),
+                lm.eq(c.lm), nxt.eq(c.next_addr),
+                beat.eq(c.addr[s:]), o.eq(c.addr[:s]), extra.eq(c.t[s]),
+                in_block.eq(c.in_block), tail.eq(c.t[:s] if self._write else c.lm),
+                beats_left.eq(c.left), row_first.eq(1),
             ]
-            m.d.sync += load_row(c.addr, lm_c, nout_m1_c)
             # Zero-filled and dropped rows are whole stream beats; no byte offsets apply.
             with m.If(c.kind != _Kind.BUS):
-                m.d.sync += [o.eq(0), extra.eq(0), tail.eq(lm_c)]
+                m.d.sync += [o.eq(0), extra.eq(0), tail.eq(c.lm)]
 
         with m.If(self.flush):
             m.d.sync += self.busy.eq(0)
