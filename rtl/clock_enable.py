@@ -26,10 +26,6 @@ from .axi import AXI4_MANAGER_CHANNELS, AXI4_SUBORDINATE_CHANNELS, axi4_signatur
 
 __all__ = ["AxiEnableBridge"]
 
-_FORWARD = AXI4_MANAGER_CHANNELS
-_BACKWARD = AXI4_SUBORDINATE_CHANNELS
-
-
 class AxiEnableBridge(wiring.Component):
     """Connect a clock-enabled AXI4 manager (``core``) to an always-clocked bus (``bus``).
 
@@ -51,7 +47,7 @@ class AxiEnableBridge(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         core, bus, en = self.core, self.bus, self.en
-        for valid, ready, payload in _FORWARD:
+        for valid, ready, payload in AXI4_MANAGER_CHANNELS:
             taken = Signal(name=f"{valid[:-5]}_taken")
             m.d.comb += [
                 getattr(bus, valid).eq(getattr(core, valid) & ~taken),
@@ -60,7 +56,7 @@ class AxiEnableBridge(wiring.Component):
             ]
             m.d.sync += taken.eq(Mux(en, 0, taken | (getattr(bus, valid)
                                                     & getattr(bus, ready))))
-        for valid, ready, payload in _BACKWARD:
+        for valid, ready, payload in AXI4_SUBORDINATE_CHANNELS:
             m.d.comb += [
                 getattr(core, valid).eq(getattr(bus, valid)),
                 getattr(bus, ready).eq(getattr(core, ready) & en),

@@ -244,6 +244,19 @@ def _shift_bytes(value, amount, *, right: bool):
     return value
 
 
+def _row_setup(m: Module, cfg: DmaConfig, addr, lm, nout_m1, name: str):
+    """The set-up of a row starting at byte address ``addr``, with ``lm = (row_bytes - 1) %
+    B`` and ``nout_m1`` stream beats minus one: ``(t, left, in_block)``, where ``t = addr %
+    B + lm`` (its carry: the row spans one bus beat more than stream beats), ``left`` the
+    row's bus beats and ``in_block`` the beats before the first max_burst boundary."""
+    s, mb = cfg.size_log2, cfg.max_burst
+    t = Signal(s + 1, name=f"{name}_t")
+    m.d.comb += t.eq(addr[:s] + lm)
+    left = nout_m1 + 1 + t[s]
+    in_block = mb - addr[s:s + (mb - 1).bit_length()] if mb > 1 else 1
+    return t, left, in_block
+
+
 class _RowIndex:
     """A beat index within the row at a row queue's head, and whether it is the row's last.
 
@@ -272,7 +285,7 @@ class _RowIndex:
 
 class _CommandCheck(wiring.Component):
     """Classify commands: a four-stage pipeline (latch, partial products of the span, their
-    sum, compare).
+    sum, compare). The last stage also sets up the command's first row for the issuer.
 
     ``out.kind`` is ``NONE`` for ``rows == 0`` or ``row_bytes == 0``, ``ZERO`` when a byte
     of the command lies outside the window or past the address space, else ``BUS``.
@@ -331,13 +344,12 @@ class _CommandCheck(wiring.Component):
         # outside anyway) iff the span exceeds the room.
         below_3 = Signal()
         outside = below_3 | (span > room_a) | (span > room_w)
-        # The first row's set-up, for the issuer (see `_BurstIssuer`'s `load_row`).
-        sz, mb = self._cfg.size_log2, self._cfg.max_burst
+        # The first row's set-up, for the issuer (which sets up the later rows itself).
+        sz = self._cfg.size_log2
         lm = Signal(sz)
         nout_m1 = Signal(self._cfg.row_beats_width)
-        t = Signal(sz + 1)
-        m.d.comb += [lm.eq(s3.row_bytes - 1), nout_m1.eq((s3.row_bytes - 1) >> sz),
-                     t.eq(s3.addr[:sz] + lm)]
+        m.d.comb += [lm.eq(s3.row_bytes - 1), nout_m1.eq((s3.row_bytes - 1) >> sz)]
+        t, left, in_block = _row_setup(m, self._cfg, s3.addr, lm, nout_m1, "first_row")
         with m.If(self.flush):
             m.d.sync += [v.eq(0) for v in valid] + [out.valid.eq(0)]
         with m.Else():
@@ -368,9 +380,7 @@ class _CommandCheck(wiring.Component):
                     p.addr.eq(s3.addr), p.rows.eq(s3.rows), p.row_bytes.eq(s3.row_bytes),
                     p.stride.eq(s3.stride),
                     p.lm.eq(lm), p.nout_m1.eq(nout_m1), p.single.eq(_is_zero(nout_m1)),
-                    p.t.eq(t), p.left.eq(nout_m1 + 1 + t[sz]),
-                    p.in_block.eq(mb - s3.addr[sz:sz + (mb - 1).bit_length()] if mb > 1
-                                  else 1),
+                    p.t.eq(t), p.left.eq(left), p.in_block.eq(in_block),
                     p.next_addr.eq(s3.addr + s3.stride),
                 ]
                 with m.If(bad):
@@ -433,13 +443,11 @@ class _BurstIssuer(wiring.Component):
         nxt = Signal(a)                   # start address of the next row
 
         def load_row(addr, lm_, nout_m1_):
-            t = Signal(s + 1, name="row_t")
-            m.d.comb += t.eq(addr[:s] + lm_)
-            first_block = mb - addr[s:s + (mb - 1).bit_length()] if mb > 1 else 1
+            t, left, first_block = _row_setup(m, cfg, addr, lm_, nout_m1_, "row")
             return [
                 beat.eq(addr[s:]), o.eq(addr[:s]), extra.eq(t[s]), in_block.eq(first_block),
                 tail.eq(t[:s] if self._write else lm_),
-                beats_left.eq(nout_m1_ + 1 + t[s]), row_first.eq(1),
+                beats_left.eq(left), row_first.eq(1),
             ]
 
         # Widths match wherever two signals are compared (Verilator -Wall).
