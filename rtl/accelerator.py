@@ -29,7 +29,7 @@ from .csr import ADDR_WIDTH, CsrBlock
 from .dma import AxiDma
 from .dma_if import dma_cmd_layout, dma_data_layout, dma_done_layout
 from .dvfs import DvfsController
-from .execute import ExecuteUnit, term_factors, terms_of_factors
+from .execute import ExecuteUnit, OperandTermsPipeline
 from .load import LoadUnit
 from .pe import _rejected
 from .scratchpad import Scratchpad
@@ -230,11 +230,10 @@ class Accelerator(wiring.Component):
         su = unit("store", StoreUnit(cfg, cfg.acc_rows, cfg.param_rows, B, ADDR_BITS,
                                      prechecked=True))
         # Each queue carries its instructions' operand checks (for the execute unit, the
-        # check's products, from a two-stage pipeline: factors, then the multiplies),
-        # computed as the instruction is queued.
+        # check's products, from a three-stage pipeline: factors, the multipliers'
+        # operands, their products), computed on the way into the queue.
         cp = unit("cmdproc", CommandProcessor(
-            B, ADDR_BITS, ex_terms=(lambda word: term_factors(cfg, word),
-                                    lambda factors: terms_of_factors(cfg, factors)),
+            B, ADDR_BITS, ex_terms=OperandTermsPipeline(cfg),
             ld_terms=lu.operand_ok, st_terms=su.operand_ok))
         # The memories' contents survive a soft reset, their pipelines do not: a read that
         # the execute or store unit issues as it is reset must not answer the reset unit.

@@ -33,19 +33,36 @@ class CommandProcessor(wiring.Component):
         DRAM address width.
     queue_depth : int
         Instructions buffered per queue.
-    ex_terms, ld_terms, st_terms : callable or tuple of callables, optional
-        ``f(word) -> Value``: side bits computed from each instruction of that queue as it
-        is queued, and delivered above its 128 bits on ``ex_insn``, ``ld_insn`` or
-        ``st_insn`` (the units' operand checks, one stage ahead of their use). A tuple
-        ``(f1, ..., fn)`` is a pipeline, ``fn(...f2(f1(word)))`` with a register after
-        each stage: an instruction for that queue then waits until it has been at the
-        head of the instruction buffer for ``n`` cycles.
+    ex_terms, ld_terms, st_terms : callable, tuple of callables or pipeline, optional
+        Side bits computed from each instruction of that queue as it is queued, and
+        delivered above its 128 bits on ``ex_insn``, ``ld_insn`` or ``st_insn`` (the
+        units' operand checks, one stage ahead of their use):
+
+        * a callable ``f(word) -> Value``: combinational;
+        * a tuple ``(f1, ..., fn)``: ``fn(...f2(f1(word)))`` with a register after each
+          stage (latency ``n``);
+        * a pipeline: an object with ``latency``, ``build(m, platform, word) -> Value``
+          (its side bits ``latency`` cycles after ``word``, from registers it builds in
+          ``m``) and ``__call__(word) -> Value`` (the same bits, combinational).
+
+        An instruction whose side bits take ``n > 0`` cycles is dispatched at once and
+        enters its queue ``n`` cycles later, through a delay line beside the pipeline;
+        the dispatch reserves its queue slot, so the delay costs latency, not rate.
+
+    Raises
+    ------
+    ValueError
+        If ``queue_depth`` is below 3 (the delayed writes rely on a buffered queue with
+        at least two entries behind its output register).
     """
 
     FETCH_MAX = 8  #: instructions fetched per DMA command at most
 
     def __init__(self, bus_bytes: int, addr_width: int = 32, queue_depth: int = 4, *,
                  ex_terms=None, ld_terms=None, st_terms=None):
+        if isinstance(queue_depth, bool) or not isinstance(queue_depth, int) \
+                or queue_depth < 3:
+            raise ValueError(f"queue_depth must be an int >= 3, not {queue_depth!r}")
         self.bus_bytes, self.addr_width, self.queue_depth = bus_bytes, addr_width, queue_depth
         self.terms = {}
         ports = {}
@@ -71,9 +88,19 @@ class CommandProcessor(wiring.Component):
         })
 
     @staticmethod
-    def _side(stages, word, m: Module | None = None) -> Value:
+    def _latency(stages) -> int:
+        """Cycles from an instruction to its side bits through ``stages``."""
+        if hasattr(stages, "build"):
+            return stages.latency
+        return 0 if callable(stages) else len(stages)
+
+    @staticmethod
+    def _side(stages, word, m: Module | None = None, platform=None) -> Value:
         """The side bits of ``word`` through ``stages`` (a callable: combinational; a
-        tuple: each stage registered in ``m``)."""
+        tuple: each stage registered in ``m``; a pipeline: built in ``m``). Without
+        ``m``, the combinational equivalent (for widths)."""
+        if hasattr(stages, "build") and m is not None:
+            return Value.cast(stages.build(m, platform, word))
         if callable(stages):
             return Value.cast(stages(word))
         value = Cat()
@@ -199,8 +226,9 @@ class CommandProcessor(wiring.Component):
         # Queue levels, not r_rdy: a buffered FIFO shows a new entry on r_rdy a cycle late.
         # A unit reporting an error is not drained: its last instruction failed in the same
         # cycle it went idle, and END must not report the program done.
+        lines_empty = Signal()      # no instruction in a delay line (below)
         m.d.comb += drained_now.eq((queues["ld"].level == 0) & (queues["ex"].level == 0)
-                                   & (queues["st"].level == 0)
+                                   & (queues["st"].level == 0) & lines_empty
                                    & ~self.ld_busy & ~self.ex_busy & ~self.st_busy
                                    & (self.ld_error == 0) & (self.ex_error == 0)
                                    & (self.st_error == 0))
@@ -211,15 +239,38 @@ class CommandProcessor(wiring.Component):
         drained = Signal()
         queued = Signal()
         m.d.sync += drained.eq(drained_now & ~queued)
-        # Cycles the buffer's head has been there (up to the longest terms pipeline): a
-        # queue whose terms take n registered stages takes the head once it is n cycles old.
-        depth_of = {n: (0 if callable(st) else len(st)) for n, st in self.terms.items()}
-        oldest = max(depth_of.values())
-        age = Signal(range(oldest + 1))
-        with m.If(ibuf.r_rdy & ~ibuf.r_en):
-            m.d.sync += age.eq(Mux(age == oldest, age, age + 1))
-        with m.Else():
-            m.d.sync += age.eq(0)
+        # A queue whose side bits take n > 0 cycles is written n cycles after the dispatch,
+        # from a delay line beside the side-bit pipeline (which runs on the buffer's head
+        # every cycle). `free` counts its slots neither filled nor reserved by an
+        # instruction in the delay line; a dispatch takes one, a unit's take returns one.
+        # The queue then always has room when the delayed write comes: with at least
+        # two entries behind its output register, its w_rdy is low only when it holds
+        # `queue_depth` instructions.
+        latency = {n: self._latency(st) for n, st in self.terms.items()}
+        go = {n: Signal(name=f"{n}_go") for n in queues}
+        room = {}
+        in_flight = Cat()
+        for name, q in queues.items():
+            n = latency[name]
+            side = self._side(self.terms[name], ibuf.r_data, m, platform)
+            if n == 0:
+                m.d.comb += [q.w_en.eq(go[name]), q.w_data.eq(Cat(ibuf.r_data, side))]
+                room[name] = q.w_rdy
+                continue
+            free = Signal(range(self.queue_depth + 1), name=f"{name}_free",
+                          init=self.queue_depth)
+            taken = Signal(name=f"{name}_taken")
+            m.d.comb += taken.eq(q.r_rdy & q.r_en)
+            m.d.sync += free.eq(free - go[name] + taken)
+            room[name] = free != 0
+            words = [Signal(isa.INSN_BITS, name=f"{name}_delay{k}") for k in range(n)]
+            valid = [Signal(name=f"{name}_delay{k}_valid") for k in range(n)]
+            m.d.sync += [words[0].eq(ibuf.r_data), valid[0].eq(go[name])]
+            m.d.sync += [words[k].eq(words[k - 1]) for k in range(1, n)]
+            m.d.sync += [valid[k].eq(valid[k - 1]) for k in range(1, n)]
+            m.d.comb += [q.w_en.eq(valid[-1]), q.w_data.eq(Cat(words[-1], side))]
+            in_flight = Cat(in_flight, *valid)
+        m.d.comb += lines_empty.eq(~in_flight.any())
         dispatch = Signal()
         with m.If(ibuf.r_rdy & running & ~stopped):
             with m.If(~legal):
@@ -233,13 +284,9 @@ class CommandProcessor(wiring.Component):
                         m.d.comb += self.irq_done.eq(1)
             with m.Else():
                 for qi, name in enumerate(("ld", "ex", "st")):
-                    q = queues[name]
-                    with m.If((target == qi) & q.w_rdy & (age >= depth_of[name])):
-                        m.d.comb += [dispatch.eq(1), q.w_en.eq(1), queued.eq(1)]
+                    with m.If((target == qi) & room[name]):
+                        m.d.comb += [dispatch.eq(1), go[name].eq(1), queued.eq(1)]
                         m.d.sync += last_index[name].eq(index)
-        for name, q in queues.items():
-            m.d.comb += q.w_data.eq(Cat(ibuf.r_data, self._side(self.terms[name], ibuf.r_data,
-                                                                m)))
         m.d.comb += ibuf.r_en.eq(dispatch)
         with m.If(dispatch):
             m.d.sync += index.eq(index + 1)

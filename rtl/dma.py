@@ -32,6 +32,7 @@ from amaranth.lib.wiring import In, Out
 from llmchip.config import check_int
 
 from .axi import AXI4_DATA_WIDTHS, AxiBurst, axi4_signature
+from .dsp import is_ecp5, registered_product
 from .pe import _rejected
 
 __all__ = ["DmaError", "DmaConfig", "AxiDma", "command_layout", "read_data_layout",
@@ -312,16 +313,21 @@ class _CommandCheck(wiring.Component):
         valid = [Signal(name=f"s{k}_valid") for k in (1, 2, 3)]
         st = [Signal(command_layout(a), name=f"s{k}") for k in (1, 2, 3)]
         move = [Signal(name=f"s{k}_move") for k in (1, 2, 3)]
-        rows_m1 = Signal(16)              # registered with stage 1: the multipliers'
-        #                                   operands come straight from registers
         # Stage 2: (rows - 1) * stride, the start of the last row, as two 16 x 16 products
-        # (one hard multiplier each); one past the first row's last byte; whether the
-        # command starts below the window. Stage 3: the span, their sum; the room from
-        # the first row's end to the window's end and to the address space's end. The
-        # last stage compares the span with both rooms. No stage adds more than two
-        # numbers or compares more than two.
-        span_lo = Signal(32)
-        span_hi = Signal(a)
+        # (one hard multiplier each, its operands loaded with stage 1 and its product
+        # with stage 2, in its own registers on ECP5); one past the first row's last
+        # byte; whether the command starts below the window. Stage 3: the span, their
+        # sum; the room from the first row's end to the window's end and to the address
+        # space's end. The last stage compares the span with both rooms. No stage adds
+        # more than two numbers or compares more than two.
+        accept = Signal()
+        m.d.comb += accept.eq(cmd.valid & cmd.ready)
+        rows_m1 = (cmd.payload.rows - 1)[:16]
+        span_lo, span_hi = (
+            registered_product(m, rows_m1, part, name=f"span_{half}", ecp5=is_ecp5(platform),
+                               a_en=accept, b_en=accept, p_en=move[0])
+            for half, part in (("lo", cmd.payload.stride[:16]),
+                               ("hi", cmd.payload.stride[16:])))
         base = Signal(a + 17)             # addr + row_bytes
         below = Signal()
         span = Signal(signed(a + 19))     # never negative; as wide as the rooms (Verilator)
@@ -353,15 +359,12 @@ class _CommandCheck(wiring.Component):
         with m.If(self.flush):
             m.d.sync += [v.eq(0) for v in valid] + [out.valid.eq(0)]
         with m.Else():
-            with m.If(cmd.valid & cmd.ready):
-                m.d.sync += [st[0].eq(cmd.payload), valid[0].eq(1),
-                             rows_m1.eq(cmd.payload.rows - 1)]
+            with m.If(accept):
+                m.d.sync += [st[0].eq(cmd.payload), valid[0].eq(1)]
             with m.Elif(move[0]):
                 m.d.sync += valid[0].eq(0)
             with m.If(move[0]):
                 m.d.sync += [st[1].eq(st[0]), valid[1].eq(1),
-                             span_lo.eq(rows_m1 * st[0].stride[:16]),
-                             span_hi.eq(rows_m1 * st[0].stride[16:]),
                              base.eq(st[0].addr + st[0].row_bytes),
                              below.eq(st[0].addr < self.window_base)]
             with m.Elif(move[1]):

@@ -17,9 +17,10 @@ been written to the accumulator.
 Operands are range-checked before an instruction starts (a loop's over all its steps); one
 that would read or write outside the scratchpad or accumulator, or has ``rows == 0``, is not
 executed and is reported on ``error`` (the command processor stops the program). The check's
-products (:func:`operand_terms`) can be computed a pipeline stage earlier, as the instruction
-enters its queue, and travel beside it (``prechecked=True``), so that no multiplier lies
-between the queue's output register and the unit's control. With them travel the dispatch
+products (:func:`operand_terms`) can be computed earlier, by a pipeline
+(:class:`OperandTermsPipeline`) on the way into the instruction's queue, and travel beside
+it (``prechecked=True``), so that no multiplier lies between the queue's output register
+and the unit's control. With them travel the dispatch
 flags (:meth:`ExecuteUnit.predecode`): the opcode's class, whether it loops, whether its
 operands pass, computed a register ahead so that the unit's decision to take an
 instruction starts from registers.
@@ -37,11 +38,12 @@ from llmchip.config import AcceleratorConfig
 from llmchip.sw import isa
 
 from .accumulator import Accumulator, write_layout
+from .dsp import is_ecp5, registered_product
 from .scratchpad import Scratchpad
 from .systolic import SystolicArray
 
-__all__ = ["ExecuteUnit", "ExecError", "FLAGS_LAYOUT", "operand_terms", "terms_layout",
-           "term_factors", "terms_of_factors"]
+__all__ = ["ExecuteUnit", "ExecError", "FLAGS_LAYOUT", "OperandTermsPipeline", "operand_terms",
+           "terms_layout", "term_factors", "terms_of_factors"]
 
 
 class ExecError(enum.IntEnum):
@@ -75,33 +77,63 @@ FLAGS_LAYOUT = data.StructLayout({
 
 def _factors_layout(config: AcceleratorConfig) -> data.StructLayout:
     return data.StructLayout({
-        "is_lw": 1, "lw_stride": unsigned(16),
-        "rows_m1": unsigned(14), "mm_stride": unsigned(16),   # (rows - 1) mod 2**14
-        "last_step": unsigned(12), "a_step": unsigned(16), "k_steps": unsigned(12),
+        "span_rows": unsigned(14), "span_stride": unsigned(16),   # rows - 1 (mod 2**14)
+        "last_step": unsigned(12), "a_step": unsigned(16),
+        "w_end": terms_layout(config)["w_end"].shape,
     })
 
 
 def term_factors(config: AcceleratorConfig, word) -> Value:
     """The first stage of :func:`operand_terms`: the factors of its products, decoded from
-    instruction ``word`` (no multiply). :func:`terms_of_factors` completes it."""
+    instruction ``word`` (no multiply; the weight rows, a product with a constant, too)."""
+    R = config.rows
     mm = data.View(isa.layout(isa.Opcode.MATMUL), word)
     lw = data.View(isa.layout(isa.Opcode.LOAD_W), word)
-    return Cat(word[:4] == isa.Opcode.LOAD_W, lw.sp_stride, (mm.rows - 1)[:14], mm.sp_stride,
-               Mux(mm.k_steps != 0, (mm.k_steps - 1)[:12], 0), mm.a_step, mm.k_steps)
+    is_lw = word[:4] == isa.Opcode.LOAD_W
+    return Cat(Mux(is_lw, R - 1, (mm.rows - 1)[:14]), Mux(is_lw, lw.sp_stride, mm.sp_stride),
+               Mux(mm.k_steps != 0, (mm.k_steps - 1)[:12], 0), mm.a_step, mm.k_steps * R)
 
 
 def terms_of_factors(config: AcceleratorConfig, factors) -> Value:
     """The second stage of :func:`operand_terms`: its products from :func:`term_factors`
-    (one multiplier each, no logic before them)."""
-    R = config.rows
+    (one multiplier each, no logic before or after them)."""
     f = data.View(_factors_layout(config), factors)
-    terms = {
-        "span": Mux(f.is_lw, (R - 1) * f.lw_stride, f.rows_m1 * f.mm_stride),
-        "a_last": f.last_step * f.a_step,
-        "w_end": f.k_steps * R,
-    }
+    return _terms(config, f.span_rows * f.span_stride, f.last_step * f.a_step, f.w_end)
+
+
+def _terms(config: AcceleratorConfig, span, a_last, w_end) -> Value:
     layout = terms_layout(config)
+    terms = {"span": span, "a_last": a_last, "w_end": w_end}
     return Cat(*(terms[name][:shape.width] for name, shape in layout))
+
+
+class OperandTermsPipeline:
+    """:func:`operand_terms` as a three-stage pipeline, for a queue's side bits (see
+    :class:`~llmchip.rtl.cmdproc.CommandProcessor`): the factors; the multipliers'
+    operands; their products (the last two in the hard multipliers' own registers on
+    ECP5). It runs every cycle, with no enables: its output is the terms of the word
+    three cycles before."""
+
+    latency = 3
+
+    def __init__(self, config: AcceleratorConfig):
+        self.config = config
+
+    def __call__(self, word) -> Value:
+        return operand_terms(self.config, word)
+
+    def build(self, m: Module, platform, word) -> Value:
+        """Return the terms of ``word`` :attr:`latency` cycles later, built in ``m``."""
+        factors = Signal(_factors_layout(self.config), name="terms_factors")
+        m.d.sync += factors.eq(term_factors(self.config, word))
+        ecp5 = is_ecp5(platform)
+        span = registered_product(m, factors.span_rows, factors.span_stride,
+                                  name="terms_span", ecp5=ecp5)
+        a_last = registered_product(m, factors.last_step, factors.a_step,
+                                    name="terms_a_last", ecp5=ecp5)
+        w_end = [Signal(len(factors.w_end), name=f"terms_w_end{k}") for k in range(2)]
+        m.d.sync += [w_end[0].eq(factors.w_end), w_end[1].eq(w_end[0])]
+        return _terms(self.config, span, a_last, w_end[1])
 
 
 def operand_terms(config: AcceleratorConfig, word) -> Value:

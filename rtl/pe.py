@@ -22,9 +22,6 @@ from __future__ import annotations
 
 from amaranth.hdl import (
     Cat,
-    ClockSignal,
-    Const,
-    Instance,
     Module,
     Mux,
     Signal,
@@ -35,6 +32,8 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from llmchip.config import DATAFLOWS, PIPELINES
+
+from .dsp import is_ecp5, registered_product
 
 __all__ = ["PE", "PackedPair", "PE_MULTS", "booth_product"]
 
@@ -123,45 +122,16 @@ def _operand(m: Module, source: Value, current: Value, pipeline: str, name: str)
 
 
 def _uses_ecp5_dsp_registers(platform, mult: str, pipeline: str, width: int) -> bool:
-    """True when a registered product can use an ECP5 MULT18X18D's own registers."""
-    return (getattr(platform, "family", None) == "ecp5" and mult == "dsp"
-            and "mult" in pipeline and width <= 18)
-
-
-def _ecp5_registered_product(m: Module, a_next: Value, b_next: Value, b_load: Value,
-                             name: str) -> Value:
-    """Return ``a * b`` from one MULT18X18D with its input and output registers on.
+    """True when a registered product can use an ECP5 MULT18X18D's own registers.
 
     Cycle for cycle the same as the portable ``"mult"`` pipeline: the A register loads
-    ``a_next`` every cycle (the PE's private operand copy), the B register loads
-    ``b_next`` when ``b_load`` is high (the stationary weight) and the output register
-    holds the product one edge later. Keeping all three inside the DSP leaves only
-    routing between the DSP and the fabric on each timed path. The DSP registers are
-    not reset (board clock domains may have no reset); until the first weight switch
-    they hold zeros from configuration, and the array feeds zero activations while
-    idle, so no stale product reaches a valid output row.
+    the PE's next activation every cycle (its private operand copy), the B register the
+    next weight when the weights switch, and the product register holds the product one
+    edge later. Until the first weight switch the DSP registers hold zeros from
+    configuration, and the array feeds zero activations while idle, so no stale product
+    reaches a valid output row.
     """
-    width = len(a_next)
-    a = Signal(signed(18), name=f"{name}_dsp_a")
-    b = Signal(signed(18), name=f"{name}_dsp_b")
-    p = Signal(36, name=f"{name}_dsp_p")
-    m.d.comb += [a.eq(a_next), b.eq(b_next)]
-    ports = {f"i_A{i}": a[i] for i in range(18)}
-    ports.update({f"i_B{i}": b[i] for i in range(18)})
-    ports.update({f"i_C{i}": Const(0) for i in range(18)})
-    ports.update({f"o_P{i}": p[i] for i in range(36)})
-    m.submodules[f"{name}_dsp"] = Instance(
-        "MULT18X18D",
-        p_REG_INPUTA_CLK="CLK0", p_REG_INPUTA_CE="CE0", p_REG_INPUTA_RST="RST0",
-        p_REG_INPUTB_CLK="CLK0", p_REG_INPUTB_CE="CE1", p_REG_INPUTB_RST="RST0",
-        p_REG_OUTPUT_CLK="CLK0", p_REG_OUTPUT_CE="CE0", p_REG_OUTPUT_RST="RST0",
-        p_GSR="DISABLED", p_RESETMODE="SYNC",
-        i_SIGNEDA=Const(1), i_SIGNEDB=Const(1), i_SOURCEA=Const(0), i_SOURCEB=Const(0),
-        i_CLK0=ClockSignal(), i_CLK1=Const(0), i_CLK2=Const(0), i_CLK3=Const(0),
-        i_CE0=Const(1), i_CE1=b_load, i_CE2=Const(0), i_CE3=Const(0),
-        i_RST0=Const(0), i_RST1=Const(0), i_RST2=Const(0), i_RST3=Const(0),
-        **ports)
-    return p[:2 * width].as_signed()
+    return is_ecp5(platform) and mult == "dsp" and "mult" in pipeline and width <= 18
 
 
 def _product_regs(pipeline: str) -> int:
@@ -284,7 +254,8 @@ class PE(wiring.Component):
         # a_out holds the activation being multiplied this cycle; active was switched on
         # the same edge that loaded it, so the first beat of a tile sees new weights.
         if _uses_ecp5_dsp_registers(platform, self.mult, self.pipeline, self.in_width):
-            product = _ecp5_registered_product(m, self.a_in, self.w_out, self.sw_in, "mac")
+            product = registered_product(m, self.a_in, self.w_out, b_en=self.sw_in,
+                                         name="mac", ecp5=True)
             _accumulate(m, self.psum_in, self.psum_out, product, self.pipeline, "mac",
                         registered=True)
         else:

@@ -10,6 +10,7 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .dsp import is_ecp5, registered_product
 from .pe import _check_min, _rejected
 
 __all__ = ["PostProcessor"]
@@ -57,13 +58,16 @@ class PostProcessor(wiring.Component):
       plain inputs, read while a row passes through the pipeline, so they must be held
       stable from the cycle a row is accepted on ``i`` until it is taken from ``o``.
 
-    Timing: a seven-stage pipeline (bias add | four 16 x 16 partial products, one hard
-    multiplier each | their sum | the shift | the rounding increment | the zero point |
-    saturation), every stage registered, so no stage holds more than one multiplier, one
-    shifter or one wide carry chain with a little logic. With ``o.ready`` high, a row
-    accepted on ``i`` in cycle ``t`` is valid on ``o`` in cycle ``t + 7`` (:attr:`latency`),
-    and a row is accepted every cycle. ``o.valid`` comes straight from a register.
-    ``i.ready`` is low only while all seven stages hold rows and ``o.ready`` is low, so it
+    Timing: an eight-stage pipeline (bias add | the multipliers' operands | four 16 x 16
+    partial products, one hard multiplier each | their sum | the shift | the rounding
+    increment | the zero point | saturation), every stage registered, so no stage holds
+    more than one multiplier, one shifter or one wide carry chain with a little logic. The
+    multipliers' operand and product stages are the hard multipliers' own registers on
+    ECP5 (:func:`~llmchip.rtl.dsp.registered_product`), so the paths into and out of the
+    DSP column are routing alone. With ``o.ready`` high, a row accepted on ``i`` in cycle
+    ``t`` is valid on ``o`` in cycle ``t + 8`` (:attr:`latency`), and a row is accepted
+    every cycle. ``o.valid`` comes straight from a register.
+    ``i.ready`` is low only while all eight stages hold rows and ``o.ready`` is low, so it
     depends combinationally on ``o.ready``; a client that never stalls ``o`` (``o.ready``
     tied high) gets a pipeline without that chain. While ``o`` is stalled, its row stays
     unchanged and the stages behind it keep their rows and fill their gaps, so no row is
@@ -71,7 +75,7 @@ class PostProcessor(wiring.Component):
     """
 
     #: Cycles from a row's acceptance on ``i`` to its appearance on ``o``, unstalled.
-    latency = 7
+    latency = 8
 
     def __init__(self, lanes: int, acc_width: int = 32, out_width: int = 8):
         _check_min(self, "lanes", lanes, 1)
@@ -125,20 +129,22 @@ class PostProcessor(wiring.Component):
         # zero_point is an out_width-bit value, so it is already >= lo_min.
         m.d.sync += [zp.eq(self.zero_point), lo.eq(Mux(self.relu, self.zero_point, lo_min))]
 
+        ecp5 = is_ecp5(platform)
         for j in range(self.lanes):
             x = Signal(signed(32), name=f"x{j}")
-            mult = Signal(unsigned(31), name=f"mult{j}")     # read by stage 2
-            s = Signal(range(MAX_SHIFT + 1), name=f"s{j}")   # read by stage 4
-            m.d.sync += [mult.eq(self.mult[j]),
-                         s.eq(Mux(self.shift[j] > MAX_SHIFT, MAX_SHIFT, self.shift[j]))]
+            s = Signal(range(MAX_SHIFT + 1), name=f"s{j}")   # read by stage 5
+            m.d.sync += s.eq(Mux(self.shift[j] > MAX_SHIFT, MAX_SHIFT, self.shift[j]))
             # x * mult = (xh * 2**16 + xl) * (mh * 2**16 + ml), each factor at most 17 bits
-            # signed: one 18 x 18 multiplier per partial product.
+            # signed: one 18 x 18 multiplier per partial product. Its operand registers
+            # load x as stage 2 and the multiplier every cycle (it is stable while a row
+            # is in the pipeline); its product register is stage 3.
             xl, xh = x[:16], x[16:].as_signed()
-            ml, mh = mult[:16], mult[16:]
-            pp_ll = Signal(unsigned(32), name=f"pp_ll{j}")
-            pp_lh = Signal(signed(33), name=f"pp_lh{j}")   # xl * mh: 16 x 15 bits
-            pp_hl = Signal(signed(33), name=f"pp_hl{j}")   # xh * ml
-            pp_hh = Signal(signed(31), name=f"pp_hh{j}")
+            ml, mh = self.mult[j][:16], self.mult[j][16:]
+            pp = {}
+            for part, (xf, mf) in {"ll": (xl, ml), "lh": (xl, mh), "hl": (xh, ml),
+                                   "hh": (xh, mh)}.items():
+                pp[part] = registered_product(m, xf, mf, name=f"pp_{part}{j}", ecp5=ecp5,
+                                              a_en=load[2], p_en=load[3])
             p = Signal(signed(63), name=f"p{j}")
             y = Signal(signed(63), name=f"y{j}")
             twice = Signal(signed(64), name=f"twice{j}")
@@ -157,19 +163,16 @@ class PostProcessor(wiring.Component):
             with m.If(load[1]):
                 # Assigning to 32 bits drops the carry: the int32 wraparound.
                 m.d.sync += x.eq(self.i.payload.data[j] + self.bias[j])
-            with m.If(load[2]):
-                m.d.sync += [pp_ll.eq(xl * ml), pp_lh.eq(xl * mh), pp_hl.eq(xh * ml),
-                             pp_hh.eq(xh * mh)]
-            with m.If(load[3]):
-                m.d.sync += p.eq((pp_hh << 32) + ((pp_lh + pp_hl) << 16) + pp_ll)
             with m.If(load[4]):
-                m.d.sync += shifted.eq(twice >> s)
+                m.d.sync += p.eq((pp["hh"] << 32) + ((pp["lh"] + pp["hl"]) << 16) + pp["ll"])
             with m.If(load[5]):
-                m.d.sync += y.eq((shifted + 1) >> 1)
+                m.d.sync += shifted.eq(twice >> s)
             with m.If(load[6]):
+                m.d.sync += y.eq((shifted + 1) >> 1)
+            with m.If(load[7]):
                 # |y| < 2**62 and |zero_point| <= 2**31: no wrap in 64 bits.
                 m.d.sync += z.eq(y + zp)
-            with m.If(load[7]):
+            with m.If(load[8]):
                 # z fits in out_width bits iff its top 65 - out_width bits are all equal;
                 # otherwise its sign says which bound it is past (lo >= the minimum).
                 m.d.sync += out.eq(Mux(fits, Mux(narrow < lo, lo, narrow),

@@ -48,8 +48,8 @@ class Timing:
     fetch_issue: int = 4           #: fetch decided -> DMA command presented
     fetch_gap: int = 3             #: fetch completion -> next fetch may be decided
     dispatch: int = 6              #: instruction in the buffer -> in its queue
-    ex_head: int = 2               #: cycles an execute instruction stays at the buffer's
-    #:                                head first (its operand-check products' pipeline)
+    ex_terms: int = 3              #: extra cycles an execute instruction takes into its
+    #:                                queue (its operand-check products' pipeline)
     take: int = 1                  #: instruction at a queue head -> taken by its unit
     w_first: int = 6               #: weight tile start -> first weight row in the array
     a_first: int = 4               #: MATMUL taken -> first activation row can enter
@@ -232,10 +232,6 @@ class _Sim:
         return (not any(self.queues) and self.ld_inflight == 0 and self.ex_pending == 0
                 and not self.st_busy)
 
-    def _ex_head_ok(self) -> int:
-        """First cycle the buffer's head may go to the execute queue."""
-        return max(self.ibuf[0][1], self.dispatch_ok) + self.t.ex_head
-
     def _try_dispatch(self, now: int) -> bool:
         if not self.ibuf or now < self.dispatch_ok:
             return False
@@ -256,10 +252,9 @@ class _Sim:
             return True
         if len(self.queues[q]) >= self.t.queue_depth:
             return False
-        if q == isa.Queue.EXECUTE and now < self._ex_head_ok():
-            return False
         self.ibuf.popleft()
-        self.queues[q].append((index, now + self.t.dispatch))
+        extra = self.t.ex_terms if q == isa.Queue.EXECUTE else 0
+        self.queues[q].append((index, now + self.t.dispatch + extra))
         self.dispatch_ok = now + 1
         return True
 
@@ -426,7 +421,6 @@ class _Sim:
                     candidates.append(self.queues[q][0][1] + self.t.take - 1)
             if self.ibuf:
                 candidates.append(max(self.ibuf[0][1], self.dispatch_ok))
-                candidates.append(self._ex_head_ok())
             if self.drained_since is not None:
                 candidates.append(self.drained_since + 1)
             candidates += [self.ex_take_ok, self.st_free]
