@@ -229,12 +229,14 @@ class Accelerator(wiring.Component):
         eu = unit("execute", ExecuteUnit(cfg, cfg.sp_rows, cfg.acc_rows, prechecked=True))
         su = unit("store", StoreUnit(cfg, cfg.acc_rows, cfg.param_rows, B, ADDR_BITS,
                                      prechecked=True))
-        # Each queue carries its instructions' operand checks (for the execute unit, the
-        # check's products, from a three-stage pipeline: factors, the multipliers'
-        # operands, their products), computed on the way into the queue.
+        # Each queue carries its instructions' operand checks, computed on the way into the
+        # queue: for the execute unit, the check's products (a three-stage pipeline:
+        # factors, the multipliers' operands, their products); for the load and store
+        # units, the check itself in two stages (the last row's address, then its
+        # comparison).
         cp = unit("cmdproc", CommandProcessor(
             B, ADDR_BITS, ex_terms=OperandTermsPipeline(cfg),
-            ld_terms=lu.operand_ok, st_terms=su.operand_ok))
+            ld_terms=lu.operand_stages(), st_terms=su.operand_stages()))
         # The memories' contents survive a soft reset, their pipelines do not: a read that
         # the execute or store unit issues as it is reset must not answer the reset unit.
         sp = unit("sp", Scratchpad(cfg.sp_row_bytes, cfg.sp_rows, cfg.sp_banks))

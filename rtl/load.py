@@ -15,7 +15,7 @@ The DMA answers commands in order, so both heads only move forward.
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -113,15 +113,31 @@ class LoadUnit(wiring.Component):
     def operand_ok(self, word) -> Value:
         """Whether LOAD ``word``'s operands are good: rows and row bytes not zero, the row
         no wider than its destination's and the last row inside it (one bit)."""
-        ld = data.View(isa.layout(isa.Opcode.LOAD), word[:isa.INSN_BITS])
-        rows_of = {isa.Mem.SCRATCHPAD: self.sp_rows, isa.Mem.ACCUMULATOR: self.acc_rows,
-                   isa.Mem.PARAMS: self.param_rows}
-        last_row = (ld.sram_addr + ld.rows - 1)[:32]
-        ok = Const(0)
-        for mem, width in self.widths.items():
-            ok = Mux(ld.mem == mem, (ld.rows != 0) & (ld.row_bytes != 0)
-                     & (ld.row_bytes <= width) & (last_row < rows_of[mem]), ok)
-        return ok
+        first, second = self.operand_stages()
+        return second(first(word))
+
+    def operand_stages(self) -> tuple:
+        """:meth:`operand_ok` as two stages, for a queue's side-bit pipeline (see
+        :class:`~llmchip.rtl.cmdproc.CommandProcessor`): the last row's address and the
+        checks per destination without it; then its comparison with the destination's
+        rows. Each stage holds one carry chain."""
+        rows_of = [{isa.Mem.SCRATCHPAD: self.sp_rows, isa.Mem.ACCUMULATOR: self.acc_rows,
+                    isa.Mem.PARAMS: self.param_rows}[mem] for mem in self.widths]
+
+        n = len(rows_of)
+
+        def first(word):
+            ld = data.View(isa.layout(isa.Opcode.LOAD), word[:isa.INSN_BITS])
+            last_row = (ld.sram_addr + ld.rows - 1)[:32]
+            return Cat(*((ld.mem == mem) & (ld.rows != 0) & (ld.row_bytes != 0)
+                         & (ld.row_bytes <= width) for mem, width in self.widths.items()),
+                       last_row)
+
+        def second(value):
+            last_row = value[n:]
+            return Cat(*(value[i] & (last_row < rows) for i, rows in enumerate(rows_of))).any()
+
+        return first, second
 
     def elaborate(self, platform):
         m = Module()

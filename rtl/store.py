@@ -89,10 +89,23 @@ class StoreUnit(wiring.Component):
         """Whether STORE ``word``'s operands are good: rows and columns not zero, no more
         columns than the array's, the last row inside the accumulator and the parameter
         row inside the parameter memory (one bit)."""
-        st = data.View(isa.layout(isa.Opcode.STORE), word[:isa.INSN_BITS])
-        last_row = (st.acc_addr + st.rows - 1)[:32]
-        return ((st.rows != 0) & (last_row < self.acc_rows) & (st.cols != 0)
-                & (st.cols <= self.config.cols) & (st.param_addr < self.param_rows))
+        first, second = self.operand_stages()
+        return second(first(word))
+
+    def operand_stages(self) -> tuple:
+        """:meth:`operand_ok` as two stages, for a queue's side-bit pipeline (see
+        :class:`~llmchip.rtl.cmdproc.CommandProcessor`): the last row's address and the
+        other checks; then its comparison with the accumulator's rows."""
+        def first(word):
+            st = data.View(isa.layout(isa.Opcode.STORE), word[:isa.INSN_BITS])
+            last_row = (st.acc_addr + st.rows - 1)[:32]
+            return Cat((st.rows != 0) & (st.cols != 0) & (st.cols <= self.config.cols)
+                       & (st.param_addr < self.param_rows), last_row)
+
+        def second(value):
+            return value[0] & (value[1:] < self.acc_rows)
+
+        return first, second
 
     def elaborate(self, platform):
         m = Module()

@@ -48,14 +48,17 @@ class Timing:
     fetch_issue: int = 4           #: fetch decided -> DMA command presented
     fetch_gap: int = 3             #: fetch completion -> next fetch may be decided
     dispatch: int = 6              #: instruction in the buffer -> in its queue
-    ex_terms: int = 3              #: extra cycles an execute instruction takes into its
-    #:                                queue (its operand-check products' pipeline)
+    ld_terms: int = 2              #: extra cycles an instruction takes into its queue:
+    ex_terms: int = 3              #: its operand check's pipeline (load, execute, store)
+    st_terms: int = 2
     take: int = 1                  #: instruction at a queue head -> taken by its unit
     w_first: int = 6               #: weight tile start -> first weight row in the array
     a_first: int = 4               #: MATMUL taken -> first activation row can enter
     commit: int = 3                #: last row out of the array -> readable, token pushed
     st_first: int = 9              #: STORE taken -> first row into the write engine
     queue_depth: int = 4
+    slice_depth: int = 2           #: instructions the register slice between a queue and
+    #:                                its unit holds (a skid buffer) beyond the queue
     fetch_max: int = 8
 
 
@@ -250,10 +253,11 @@ class _Sim:
             if insn.op == isa.Opcode.END:
                 self.done_at = now
             return True
-        if len(self.queues[q]) >= self.t.queue_depth:
+        if len(self.queues[q]) >= self.t.queue_depth + self.t.slice_depth:
             return False
         self.ibuf.popleft()
-        extra = self.t.ex_terms if q == isa.Queue.EXECUTE else 0
+        extra = {isa.Queue.LOAD: self.t.ld_terms, isa.Queue.EXECUTE: self.t.ex_terms,
+                 isa.Queue.STORE: self.t.st_terms}[q]
         self.queues[q].append((index, now + self.t.dispatch + extra))
         self.dispatch_ok = now + 1
         return True
