@@ -18,6 +18,7 @@ from amaranth.lib.wiring import In, Out
 from llmchip.sw import isa, regs
 
 from .dma_if import DmaError, dma_cmd_layout, dma_data_layout, dma_done_layout, error_code
+from .pe import _rejected
 
 __all__ = ["CommandProcessor"]
 
@@ -47,7 +48,10 @@ class CommandProcessor(wiring.Component):
 
         An instruction whose side bits take ``n > 0`` cycles is dispatched at once and
         enters its queue ``n`` cycles later, through a delay line beside the pipeline;
-        the dispatch reserves its queue slot, so the delay costs latency, not rate.
+        the dispatch reserves its queue slot. The delay costs latency: instructions still
+        leave the buffer one per cycle while their queue has room (a slot comes back when
+        the unit takes its instruction, so a unit taking one every cycle would see
+        ``queue_depth`` of every ``n + 2`` cycles).
 
     Raises
     ------
@@ -62,7 +66,8 @@ class CommandProcessor(wiring.Component):
                  ex_terms=None, ld_terms=None, st_terms=None):
         if isinstance(queue_depth, bool) or not isinstance(queue_depth, int) \
                 or queue_depth < 3:
-            raise ValueError(f"queue_depth must be an int >= 3, not {queue_depth!r}")
+            raise _rejected(self, ValueError(
+                f"queue_depth must be an int >= 3, not {queue_depth!r}"))
         self.bus_bytes, self.addr_width, self.queue_depth = bus_bytes, addr_width, queue_depth
         self.terms = {}
         ports = {}

@@ -11,12 +11,15 @@ BASE = 0x1000
 
 
 def run(program_slots, *, size, tail, rng, bus_bytes=16, units_busy=0, fetch_error=None,
-        max_cycles=3000, second=None, terms=None):
+        max_cycles=3000, second=None, terms=None, ready=None, offer=0.8):
     """Serve fetches from a ring in a Python memory; record what each queue receives.
 
     With ``second = (slots, tail)``, write those slots and ring the doorbell a second time
     after the first END. ``terms`` are the command processor's ``*_terms`` arguments.
+    ``ready`` gives a queue consumer's probability of taking (by name, default 0.5);
+    ``offer`` the probability that a fetched beat is offered in a cycle.
     """
+    ready_prob = {"ld": 0.5, "ex": 0.5, "st": 0.5, **(ready or {})}
     dut = CommandProcessor(bus_bytes, **(terms or {}))
     mem = {BASE + 16 * i: word for i, word in program_slots.items()}
     pending_second = [second] if second else []
@@ -31,9 +34,13 @@ def run(program_slots, *, size, tail, rng, bus_bytes=16, units_busy=0, fetch_err
         ctx.set(dut.doorbell, 1)
         await ctx.tick()
         ctx.set(dut.doorbell, 0)
-        beats, done_due = [], 0
+        # A command's beats can come from the cycle after it was accepted (the DMA's
+        # check and issue take several cycles), never in the same cycle.
+        beats, arriving, done_due = [], [], 0
         busy = {"ld": 0, "ex": 0, "st": 0}
         for cycle in range(max_cycles):
+            beats += arriving
+            arriving = []
             ctx.set(dut.rd_cmd.ready, rng.random() < 0.7)
             if ctx.get(dut.rd_cmd.valid) and ctx.get(dut.rd_cmd.ready):
                 c = ctx.get(dut.rd_cmd.payload)
@@ -43,21 +50,22 @@ def run(program_slots, *, size, tail, rng, bus_bytes=16, units_busy=0, fetch_err
                     raw = word.to_bytes(16, "little")
                     for k in range(max(1, 16 // bus_bytes)):
                         chunk = raw[k * bus_bytes:(k + 1) * bus_bytes].ljust(bus_bytes, b"\0")
-                        beats.append(chunk)
+                        arriving.append(chunk)
                 done_due += 1
-            offer = bool(beats) and rng.random() < 0.8
-            ctx.set(dut.rd_data.valid, offer)
-            if offer:
+            offering = bool(beats) and rng.random() < offer
+            ctx.set(dut.rd_data.valid, offering)
+            if offering:
                 ctx.set(dut.rd_data.payload, {"data": list(beats[0]), "last": len(beats) == 1})
                 beats.pop(0)   # the command processor never refuses a beat
-            ctx.set(dut.rd_done.valid, done_due > 0 and not beats and not offer)
+            ctx.set(dut.rd_done.valid, done_due > 0 and not beats and not arriving
+                    and not offering)
             err = fetch_error if fetch_error is not None else DmaError.OK
             ctx.set(dut.rd_done.payload, {"error": int(err)})
             if ctx.get(dut.rd_done.valid) and ctx.get(dut.rd_done.ready):
                 done_due -= 1
             # Queue consumers: accept at random; a unit stays busy a while after each take.
             for name, port in (("ld", dut.ld_insn), ("ex", dut.ex_insn), ("st", dut.st_insn)):
-                ready = rng.random() < 0.5
+                ready = rng.random() < ready_prob[name]
                 ctx.set(port.ready, ready)
                 if ready and ctx.get(port.valid):
                     out[name].append((cycle, ctx.get(port.payload)))
@@ -159,6 +167,48 @@ def test_side_terms_travel_with_their_instruction(rng):
         (((w >> 4) + 1) % 2**32 * 3) % 2**34 for w in ex]
     assert [p & mask for _, p in out["ld"]] == ld
     assert [p >> isa.INSN_BITS for _, p in out["ld"]] == [((w >> 8) & 0xF) ^ 5 for w in ld]
+
+
+def _three_stages():
+    return (lambda word: word[4:20], lambda x: x + 1, lambda x: (x * 5)[:20])
+
+
+def test_pipelined_terms_cost_latency_not_rate(rng):
+    """Instructions whose side bits take three cycles leave the buffer one per cycle while
+    their queue has room (no wait at the buffer's head): with the unit always taking, the
+    first four MATMULs (the queue's depth) reach it on consecutive cycles, and the seven
+    within nine cycles (three cycles each at the buffer's head would take eighteen)."""
+    prog = [isa.encode("matmul", sp_addr=k, rows=1) for k in range(7)] + [isa.encode("end")]
+    out = run(dict(enumerate(prog)), size=16, tail=len(prog), rng=rng,
+              terms={"ex_terms": _three_stages()}, ready={"ex": 1.0}, offer=1.0)
+    assert out["error"] == 0 and out["irq_done"] == 1
+    cycles = [c for c, _ in out["ex"]]
+    assert len(cycles) == 7 and cycles[3] - cycles[0] == 3 and cycles[6] - cycles[0] <= 9, \
+        cycles
+    mask = (1 << isa.INSN_BITS) - 1
+    assert [p & mask for _, p in out["ex"]] == prog[:7]
+    assert [p >> isa.INSN_BITS for _, p in out["ex"]] == [
+        (((w >> 4) & 0xFFFF) + 1) * 5 % 2**20 for w in prog[:7]]
+
+
+def test_pipelined_terms_under_back_pressure(rng):
+    """A unit that rarely takes: the queue and its delay line never hold more than the
+    queue's depth, and no instruction is lost, repeated or reordered."""
+    prog = [isa.encode("matmul", sp_addr=k, rows=1) if k % 4 else
+            isa.encode("load", mem=0, rows=1, row_bytes=1, sram_addr=k)
+            for k in range(20)] + [isa.encode("end")]
+    out = run(dict(enumerate(prog)), size=32, tail=len(prog), rng=rng, max_cycles=6000,
+              terms={"ex_terms": _three_stages(), "ld_terms": _three_stages()[:2]},
+              ready={"ex": 0.05, "ld": 0.1})
+    assert out["error"] == 0 and out["irq_done"] == 1
+    mask = (1 << isa.INSN_BITS) - 1
+    assert [p & mask for _, p in out["ex"]] == [w for w in prog if w & 0xF == isa.Opcode.MATMUL]
+    assert [p & mask for _, p in out["ld"]] == [w for w in prog if w & 0xF == isa.Opcode.LOAD]
+
+
+def test_queue_depth_validated():
+    with pytest.raises(ValueError, match="queue_depth must be an int >= 3, not 2"):
+        CommandProcessor(16, queue_depth=2)
 
 
 def test_ring_wraps(rng):
