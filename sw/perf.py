@@ -38,14 +38,14 @@ class Timing:
 
     dram_read_latency: int = 8     #: AR accepted -> first R beat
     dram_write_latency: int = 2    #: last W beat -> B response
-    rd_first: int = 10             #: read command accepted -> first AR (check, issue)
+    rd_first: int = 11             #: read command accepted -> first AR (check, issue)
     rd_done: int = 0               #: last R beat -> completion seen by the client
     rd_gap: int = 1                #: idle address-channel cycles between commands
     wr_first: int = 6              #: write command accepted -> first W beat possible
-    wr_done: int = 11              #: B response -> completion seen by the store unit
-    load_issue: int = 7            #: LOAD taken -> DMA command accepted
+    wr_done: int = 15              #: B response -> completion seen by the store unit
+    load_issue: int = 6            #: LOAD taken -> DMA command accepted
     load_inflight: int = 8         #: LOADs in flight in the load unit
-    fetch_issue: int = 4           #: fetch decided -> DMA command presented
+    fetch_issue: int = 3           #: fetch decided -> DMA command presented
     fetch_gap: int = 3             #: fetch completion -> next fetch may be decided
     dispatch: int = 6              #: instruction in the buffer -> in its queue
     ld_terms: int = 2              #: extra cycles an instruction takes into its queue:
