@@ -191,7 +191,6 @@ def _checked_layout(cfg: DmaConfig) -> data.StructLayout:
         "t": s + 1,                # addr % B + lm: its carry is the first row's `extra`
         "left": nbits,             # bus beats of the first row
         "in_block": nbits,         # of them, before the first max_burst boundary
-        "row_end": 1,              # left <= in_block: the first burst ends the row
         "next_addr": a,            # the second row's address
     })
 
@@ -250,16 +249,13 @@ def _row_setup(m: Module, cfg: DmaConfig, addr, lm, nout_m1, name: str):
     """The set-up of a row starting at byte address ``addr``, with ``lm = (row_bytes - 1) %
     B`` and ``nout_m1`` stream beats minus one: ``(t, left, in_block)``, where ``t = addr %
     B + lm`` (its carry: the row spans one bus beat more than stream beats), ``left`` the
-    row's bus beats and ``in_block`` the beats before the first max_burst boundary; and
-    ``ends``, whether the row's first burst is its last (``left <= in_block``)."""
+    row's bus beats and ``in_block`` the beats before the first max_burst boundary."""
     s, mb = cfg.size_log2, cfg.max_burst
     t = Signal(s + 1, name=f"{name}_t")
     m.d.comb += t.eq(addr[:s] + lm)
-    left = Signal(cfg.row_beats_width + 1, name=f"{name}_left")
-    in_block = Signal(cfg.row_beats_width + 1, name=f"{name}_in_block")
-    m.d.comb += [left.eq(nout_m1 + 1 + t[s]),
-                 in_block.eq(mb - addr[s:s + (mb - 1).bit_length()] if mb > 1 else 1)]
-    return t, left, in_block, left <= in_block
+    left = nout_m1 + 1 + t[s]
+    in_block = mb - addr[s:s + (mb - 1).bit_length()] if mb > 1 else 1
+    return t, left, in_block
 
 
 class _RowIndex:
@@ -359,7 +355,7 @@ class _CommandCheck(wiring.Component):
         lm = Signal(sz)
         nout_m1 = Signal(self._cfg.row_beats_width)
         m.d.comb += [lm.eq(s3.row_bytes - 1), nout_m1.eq((s3.row_bytes - 1) >> sz)]
-        t, left, in_block, ends = _row_setup(m, self._cfg, s3.addr, lm, nout_m1, "first_row")
+        t, left, in_block = _row_setup(m, self._cfg, s3.addr, lm, nout_m1, "first_row")
         with m.If(self.flush):
             m.d.sync += [v.eq(0) for v in valid] + [out.valid.eq(0)]
         with m.Else():
@@ -388,7 +384,6 @@ class _CommandCheck(wiring.Component):
                     p.stride.eq(s3.stride),
                     p.lm.eq(lm), p.nout_m1.eq(nout_m1), p.single.eq(_is_zero(nout_m1)),
                     p.t.eq(t), p.left.eq(left), p.in_block.eq(in_block),
-                    p.row_end.eq(ends),
                     p.next_addr.eq(s3.addr + s3.stride),
                 ]
                 with m.If(bad):
@@ -451,31 +446,24 @@ class _BurstIssuer(wiring.Component):
         nxt = Signal(a)                   # start address of the next row
 
         def load_row(addr, lm_, nout_m1_):
-            t, left, first_block, ends = _row_setup(m, cfg, addr, lm_, nout_m1_, "row")
+            t, left, first_block = _row_setup(m, cfg, addr, lm_, nout_m1_, "row")
             return [
                 beat.eq(addr[s:]), o.eq(addr[:s]), extra.eq(t[s]), in_block.eq(first_block),
                 tail.eq(t[:s] if self._write else lm_),
-                beats_left.eq(left), row_first.eq(1), row_end.eq(ends),
+                beats_left.eq(left), row_first.eq(1),
             ]
 
         # Widths match wherever two signals are compared (Verilator -Wall).
         # Beats left before the next max_burst boundary: a register kept beside `beat`
         # (set with each row's first beat; a burst that stops at the boundary leaves
-        # max_burst), so no subtraction precedes the burst's length. Whether the next
-        # burst ends the row (`beats_left <= in_block`) is a register too, set with the
-        # state it follows from: from the check for a command's first row, from the row
-        # set-up for the next row, and, after a burst that stops at a boundary (the row
-        # then has more than `in_block` beats left), from `beats_left - in_block <=
-        # max_burst`. The length is then a selection between registers; whether the
-        # burst may go does not wait for it (`credit_ok` is the parent's).
+        # max_burst), so no subtraction precedes the burst's length. The length and the
+        # row end follow from registers by one comparison; whether the burst may go does
+        # not wait for them (`credit_ok` is the parent's).
         in_block = Signal(nbits, init=mb)
         blen = Signal(nbits)
         row_end = Signal()
-        near = Signal()                   # after a burst to the boundary, the row ends next
-        after = Signal(nbits)             # beats_left - in_block (used when positive)
         m.d.comb += [
-            after.eq(beats_left - in_block),
-            near.eq(after <= Const(mb, nbits)),
+            row_end.eq(beats_left <= in_block),
             blen.eq(Mux(row_end, beats_left, in_block)),
         ]
 
@@ -509,7 +497,6 @@ class _BurstIssuer(wiring.Component):
                 beats_left.eq(beats_left - blen),
                 row_first.eq(0),
                 in_block.eq(mb),     # the row goes on from a max_burst boundary
-                row_end.eq(near),
             ]
             with m.If(row_end):
                 m.d.sync += rows_left.eq(rows_left - 1)
@@ -535,7 +522,7 @@ class _BurstIssuer(wiring.Component):
                 lm.eq(c.lm), nxt.eq(c.next_addr),
                 beat.eq(c.addr[s:]), o.eq(c.addr[:s]), extra.eq(c.t[s]),
                 in_block.eq(c.in_block), tail.eq(c.t[:s] if self._write else c.lm),
-                beats_left.eq(c.left), row_first.eq(1), row_end.eq(c.row_end),
+                beats_left.eq(c.left), row_first.eq(1),
             ]
             # Zero-filled and dropped rows are whole stream beats; no byte offsets apply.
             with m.If(c.kind != _Kind.BUS):
