@@ -207,10 +207,10 @@ class LoadUnit(wiring.Component):
         # Assemble rows of the data head: earlier beats of the row are held in `buf`; the
         # final beat is combined on the fly and the row written out. The data head's
         # descriptor is a register, loaded with the entry at `data_ptr` or the one after
-        # it (each chosen from registers and the entry being written), so no selection
-        # among the descriptors precedes the beat's decisions. After a completion without
-        # data moves `data_ptr` further, the register is stale for a cycle (`head_ok`
-        # low: no beat is taken).
+        # it, so no selection among the descriptors precedes the beat's decisions. After
+        # a completion without data moves `data_ptr` further, or while a LOAD taken in the
+        # same cycle wrote the entry it loaded, the register is stale for a cycle
+        # (`head_ok` low: no beat is taken).
         head = Signal(desc_layout)
         head_ok = Signal(init=1)
         mem = Signal(2)
@@ -252,13 +252,19 @@ class LoadUnit(wiring.Component):
             with m.If(self.rd_data.payload.last):
                 m.d.sync += [data_ptr.eq(data_ptr + 1), row_off.eq(0)]
 
-        def entry_at(ptr):
-            return Mux((take & good) & (wr_ptr[:k] == ptr[:k]), entry, descs[ptr[:k]])
+        # The head loads from the descriptors alone; when a LOAD taken this cycle writes
+        # the entry it loads (a LOAD whose data cannot come yet), it is stale for a cycle
+        # and loads again. So the take decision reaches one bit, not the descriptor.
+        written = Signal(2)               # a LOAD taken now writes entry data_ptr, + 1
+        m.d.comb += written.eq(Mux(take & good, Cat(wr_ptr[:k] == data_ptr[:k],
+                                                    wr_ptr[:k] == (data_ptr + 1)[:k]), 0))
         with m.If(head_ok):
-            m.d.sync += head.eq(Mux(beat_fire & self.rd_data.payload.last,
-                                    entry_at(data_ptr + 1), entry_at(data_ptr)))
+            with m.If(beat_fire & self.rd_data.payload.last):
+                m.d.sync += [head.eq(descs[(data_ptr + 1)[:k]]), head_ok.eq(~written[1])]
+            with m.Else():
+                m.d.sync += [head.eq(descs[data_ptr[:k]]), head_ok.eq(~written[0])]
         with m.Else():
-            m.d.sync += [head.eq(entry_at(data_ptr)), head_ok.eq(1)]
+            m.d.sync += [head.eq(descs[data_ptr[:k]]), head_ok.eq(~written[0])]
 
         sp_bytes = self.sp_row_bytes
         acc_bytes = self.widths[isa.Mem.ACCUMULATOR]
