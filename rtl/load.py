@@ -123,7 +123,6 @@ class LoadUnit(wiring.Component):
         rows. Each stage holds one carry chain."""
         rows_of = [{isa.Mem.SCRATCHPAD: self.sp_rows, isa.Mem.ACCUMULATOR: self.acc_rows,
                     isa.Mem.PARAMS: self.param_rows}[mem] for mem in self.widths]
-
         n = len(rows_of)
 
         def first(word):
@@ -258,11 +257,8 @@ class LoadUnit(wiring.Component):
         written = Signal(2)               # a LOAD taken now writes entry data_ptr, + 1
         m.d.comb += written.eq(Mux(take & good, Cat(wr_ptr[:k] == data_ptr[:k],
                                                     wr_ptr[:k] == (data_ptr + 1)[:k]), 0))
-        with m.If(head_ok):
-            with m.If(beat_fire & self.rd_data.payload.last):
-                m.d.sync += [head.eq(descs[(data_ptr + 1)[:k]]), head_ok.eq(~written[1])]
-            with m.Else():
-                m.d.sync += [head.eq(descs[data_ptr[:k]]), head_ok.eq(~written[0])]
+        with m.If(head_ok & beat_fire & self.rd_data.payload.last):
+            m.d.sync += [head.eq(descs[(data_ptr + 1)[:k]]), head_ok.eq(~written[1])]
         with m.Else():
             m.d.sync += [head.eq(descs[data_ptr[:k]]), head_ok.eq(~written[0])]
 
