@@ -203,6 +203,15 @@ class LoadUnit(wiring.Component):
         with m.If(self.rd_cmd.valid & self.rd_cmd.ready):
             m.d.sync += cmd_pending.eq(0)
 
+        # Beats enter through a register slice of the unit's own: the DMA side's `ready`
+        # is its skid register, so the row state that decides whether a beat is taken
+        # stays inside the unit (before, it reached the slice by the read arbiter and came
+        # back). A completion waits while the slice holds a command's last beat.
+        m.submodules.in_slice = in_slice = RegisterSlice(self.rd_data.payload.shape(),
+                                                         last="last")
+        wiring.connect(m, wiring.flipped(self.rd_data), in_slice.i)
+        beat = in_slice.o
+
         # Assemble rows of the data head: earlier beats of the row are held in `buf`; the
         # final beat is combined on the fly and the row written out. The data head's
         # descriptor is a register, loaded with the entry at `data_ptr` or the one after
@@ -228,27 +237,30 @@ class LoadUnit(wiring.Component):
         m.d.comb += row_end.eq((at & head.last_beat).any())
         for p in range(W):
             j = p // B
-            m.d.comb += row[p].eq(Mux(at[j], self.rd_data.payload.data[p - j * B],
+            m.d.comb += row[p].eq(Mux(at[j], beat.payload.data[p - j * B],
                                       Mux(past[j], buf[p], 0)))
         writing = Signal()
-        m.d.comb += writing.eq(self.rd_data.valid & head_ok & row_end)
+        m.d.comb += writing.eq(beat.valid & head_ok & row_end)
         # Rows go out a cycle later, from registers: the accumulator's through a register
         # slice, the others (never refused) through plain registers. Only the accumulator
         # can refuse a row (the array's results have priority there).
         m.submodules.acc_slice = acc_slice = RegisterSlice(self.acc_l.payload.shape())
         wiring.connect(m, acc_slice.o, wiring.flipped(self.acc_l))
-        m.d.comb += self.rd_data.ready.eq(head_ok & (~row_end | (mem != isa.Mem.ACCUMULATOR)
+        m.d.comb += beat.ready.eq(head_ok & (~row_end | (mem != isa.Mem.ACCUMULATOR)
                                                      | acc_slice.i.ready))
         beat_fire = Signal()
-        m.d.comb += beat_fire.eq(self.rd_data.valid & self.rd_data.ready)
+        m.d.comb += beat_fire.eq(beat.valid & beat.ready)
+        # `buf` follows `row` in every cycle: the bytes of beats already taken (`past`)
+        # keep their value, and the others are not read before a taken beat sets them.
+        # So no enable reaches its bits.
+        m.d.sync += buf.eq(row)
         with m.If(beat_fire):
-            m.d.sync += buf.eq(row)
             with m.If(row_end):
                 m.d.sync += [at.eq(1), past.eq(0), row_off.eq(row_off + 1)]
             with m.Else():
                 m.d.sync += [at.eq(at << 1), past.eq(past | at)]
             # The DMA marks the final beat of each command.
-            with m.If(self.rd_data.payload.last):
+            with m.If(beat.payload.last):
                 m.d.sync += [data_ptr.eq(data_ptr + 1), row_off.eq(0)]
 
         # The head loads from the descriptors alone; when a LOAD taken this cycle writes
@@ -257,7 +269,7 @@ class LoadUnit(wiring.Component):
         written = Signal(2)               # a LOAD taken now writes entry data_ptr, + 1
         m.d.comb += written.eq(Mux(take & good, Cat(wr_ptr[:k] == data_ptr[:k],
                                                     wr_ptr[:k] == (data_ptr + 1)[:k]), 0))
-        with m.If(head_ok & beat_fire & self.rd_data.payload.last):
+        with m.If(head_ok & beat_fire & beat.payload.last):
             m.d.sync += [head.eq(descs[(data_ptr + 1)[:k]]), head_ok.eq(~written[1])]
         with m.Else():
             m.d.sync += [head.eq(descs[data_ptr[:k]]), head_ok.eq(~written[0])]
@@ -284,11 +296,12 @@ class LoadUnit(wiring.Component):
             m.d.comb += acc_in.data[j].eq(
                 raw[lane_bits * j:lane_bits * (j + 1)].as_signed()
                 if lane_bits * (j + 1) <= 8 * acc_bytes else Signal(signed(lane_bits)))
-        # A row on its way to the accumulator may wait there; a scratchpad or parameter
-        # row lands at the end of the cycle after its last beat, before the completion,
-        # which comes a cycle or more after that beat, is taken.
+        # A command's last beat may still wait in the input slice, and a row on its way
+        # to the accumulator in the accumulator's slice; a scratchpad or parameter row
+        # lands at the end of the cycle after its last beat is taken, before the
+        # completion, which comes a cycle or more after that, is taken.
         writes_pending = Signal()
-        m.d.comb += writes_pending.eq(acc_slice.holding)
+        m.d.comb += writes_pending.eq(acc_slice.holding | in_slice.holding_last)
 
         # Completion of the oldest LOAD in flight: the DMA sends `rd_done` only after the
         # command's last beat was taken, and it is taken once no row waits for the
