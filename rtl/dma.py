@@ -459,12 +459,18 @@ class _BurstIssuer(wiring.Component):
         # max_burst), so no subtraction precedes the burst's length. The length and the
         # row end follow from registers by one comparison; whether the burst may go does
         # not wait for them (`credit_ok` is the parent's).
+        # The next state is computed as if the burst stopped at the boundary, beside the
+        # comparison rather than behind it: a burst that ends its row leaves `beat` and
+        # `beats_left` to the next row's set-up (or to the next command), so only the
+        # burst's length selects by the row end, between two registers minus one.
         in_block = Signal(nbits, init=mb)
         blen = Signal(nbits)
         row_end = Signal()
+        left_m1, block_m1 = Signal(nbits), Signal(nbits)
         m.d.comb += [
             row_end.eq(beats_left <= in_block),
             blen.eq(Mux(row_end, beats_left, in_block)),
+            left_m1.eq(beats_left - 1), block_m1.eq(in_block - 1),
         ]
 
         bus_ok = Signal()
@@ -492,9 +498,9 @@ class _BurstIssuer(wiring.Component):
             m.d.sync += [
                 ax.valid.eq(1),
                 ax.payload.addr.eq(Cat(Const(0, s), beat)),
-                ax.payload.len.eq(blen - 1),
-                beat.eq(beat + blen),
-                beats_left.eq(beats_left - blen),
+                ax.payload.len.eq(Mux(row_end, left_m1, block_m1)),
+                beat.eq(beat + in_block),
+                beats_left.eq(beats_left - in_block),
                 row_first.eq(0),
                 in_block.eq(mb),     # the row goes on from a max_burst boundary
             ]
@@ -567,7 +573,8 @@ class AxiDma(wiring.Component):
     ``abort_req`` (in), ``idle`` (out)
         Stop and flush both engines; no command active and nothing on the bus.
     ``bytes_read``, ``bytes_written`` (out, 32)
-        Row bytes moved over the bus (wrapping counters).
+        Row bytes moved over the bus (wrapping counters), counted the cycle after each
+        beat.
     """
 
     def __init__(self, addr_width: int = 32, data_width: int = 128, id_width: int = 1,
@@ -847,8 +854,10 @@ class AxiDma(wiring.Component):
             self.rd_data.payload.data.eq(out_data),
             self.rd_data.payload.last.eq(out_last),
         ]
-        with m.If(self.rd_data.valid & self.rd_data.ready):
-            m.d.sync += self.bytes_read.eq(self.bytes_read + out_bytes)
+        # Counted a cycle late, as the write engine counts.
+        moved = Signal.like(out_bytes)
+        m.d.sync += [moved.eq(Mux(self.rd_data.valid & self.rd_data.ready, out_bytes, 0)),
+                     self.bytes_read.eq(self.bytes_read + moved)]
         return pending, bursts
 
     # -- write engine --------------------------------------------------------------
@@ -1009,8 +1018,10 @@ class AxiDma(wiring.Component):
         with m.If(mode):
             m.d.sync += err_acc.eq(0)
 
+        # Counted a cycle late: the beat's byte count is registered first, so the bus's
+        # handshake and strobes reach no carry chain.
         written = Signal(range(nb + 1))
-        m.d.comb += written.eq(sum(bus.wstrb[k] for k in range(nb)))
-        with m.If(bus.wvalid & bus.wready):
-            m.d.sync += self.bytes_written.eq(self.bytes_written + written)
+        m.d.sync += [written.eq(Mux(bus.wvalid & bus.wready,
+                                    sum(bus.wstrb[k] for k in range(nb)), 0)),
+                     self.bytes_written.eq(self.bytes_written + written)]
         return pending, bursts
