@@ -29,7 +29,7 @@ from .csr import ADDR_WIDTH, CsrBlock
 from .dma import AxiDma
 from .dma_if import dma_cmd_layout, dma_data_layout, dma_done_layout
 from .dvfs import DvfsController
-from .execute import ExecuteUnit, OperandTermsPipeline
+from .execute import DispatchFlagsPipeline, ExecuteUnit
 from .load import LoadUnit
 from .pe import _rejected
 from .scratchpad import Scratchpad
@@ -230,12 +230,12 @@ class Accelerator(wiring.Component):
         su = unit("store", StoreUnit(cfg, cfg.acc_rows, cfg.param_rows, B, ADDR_BITS,
                                      prechecked=True))
         # Each queue carries its instructions' operand checks, computed on the way into the
-        # queue: for the execute unit, the check's products (a three-stage pipeline:
-        # factors, the multipliers' operands, their products); for the load and store
-        # units, the check itself in two stages (the last row's address, then its
-        # comparison).
+        # queue: for the execute unit, its dispatch flags (a four-stage pipeline: the
+        # check's factors, the multipliers' operands, their products, then the range
+        # comparisons and the decoding); for the load and store units, the check itself in
+        # two stages (the last row's address, then its comparison).
         cp = unit("cmdproc", CommandProcessor(
-            B, ADDR_BITS, ex_terms=OperandTermsPipeline(cfg),
+            B, ADDR_BITS, ex_terms=DispatchFlagsPipeline(cfg, cfg.sp_rows, cfg.acc_rows),
             ld_terms=lu.operand_stages(), st_terms=su.operand_stages()))
         # The memories' contents survive a soft reset, their pipelines do not: a read that
         # the execute or store unit issues as it is reset must not answer the reset unit.
@@ -257,15 +257,11 @@ class Accelerator(wiring.Component):
         # Instruction queues, each through a register slice: a unit's decision to take an
         # instruction does not reach into the command processor's queue in the same cycle.
         # An instruction in a slice counts as its unit's work for FENCE/END.
-        # The execute unit's dispatch flags are computed on the way into its slice.
         held = {}
-        for name, src, dst, side in (("ld", cp.ld_insn, lu.insn, None),
-                                     ("ex", cp.ex_insn, eu.insn, eu.predecode),
-                                     ("st", cp.st_insn, su.insn, None)):
+        for name, src, dst in (("ld", cp.ld_insn, lu.insn), ("ex", cp.ex_insn, eu.insn),
+                               ("st", cp.st_insn, su.insn)):
             piece = unit(f"{name}_slice", RegisterSlice(dst.payload.shape()))
-            m.d.comb += [piece.i.valid.eq(src.valid), src.ready.eq(piece.i.ready),
-                         piece.i.payload.eq(src.payload if side is None
-                                            else Cat(src.payload, side(src.payload)))]
+            wiring.connect(m, src, piece.i)
             wiring.connect(m, piece.o, dst)
             held[name] = piece.holding
         m.d.comb += [

@@ -17,13 +17,12 @@ been written to the accumulator.
 Operands are range-checked before an instruction starts (a loop's over all its steps); one
 that would read or write outside the scratchpad or accumulator, or has ``rows == 0``, is not
 executed and is reported on ``error`` (the command processor stops the program). The check's
-products (:func:`operand_terms`) can be computed earlier, by a pipeline
-(:class:`OperandTermsPipeline`) on the way into the instruction's queue, and travel beside
-it (``prechecked=True``), so that no multiplier lies between the queue's output register
-and the unit's control. With them travel the dispatch
-flags (:meth:`ExecuteUnit.predecode`): the opcode's class, whether it loops, whether its
-operands pass, computed a register ahead so that the unit's decision to take an
-instruction starts from registers.
+products (:func:`operand_terms`, a three-stage :class:`OperandTermsPipeline`) and from them
+the dispatch flags (:func:`dispatch_flags`: the opcode's class, whether it loops,
+whether its operands pass) can be computed on the way into the instruction's queue, by a
+:class:`DispatchFlagsPipeline`, and travel beside it (``prechecked=True``): no multiplier
+and no range comparison then lies between the queue's output register and the unit's
+control, and the unit's decision to take an instruction starts from registers.
 """
 
 from __future__ import annotations
@@ -42,8 +41,9 @@ from .dsp import is_ecp5, registered_product
 from .scratchpad import Scratchpad
 from .systolic import SystolicArray
 
-__all__ = ["ExecuteUnit", "ExecError", "FLAGS_LAYOUT", "OperandTermsPipeline", "operand_terms",
-           "terms_layout", "term_factors", "terms_of_factors"]
+__all__ = ["DispatchFlagsPipeline", "ExecuteUnit", "ExecError", "FLAGS_LAYOUT",
+           "OperandTermsPipeline", "dispatch_flags", "operand_terms", "terms_layout",
+           "term_factors", "terms_of_factors"]
 
 
 class ExecError(enum.IntEnum):
@@ -136,6 +136,68 @@ class OperandTermsPipeline:
         return _terms(self.config, span, a_last, w_end[1])
 
 
+def dispatch_flags(config: AcceleratorConfig, sp_rows: int, acc_rows: int,
+                   payload) -> Value:
+    """The execute unit's dispatch flags (``FLAGS_LAYOUT``) of ``payload``, an
+    instruction with its :func:`operand_terms` above it, for a scratchpad of ``sp_rows``
+    and an accumulator of ``acc_rows`` rows. Pure expressions: with ``prechecked``, the
+    instruction's queue computes them (:class:`DispatchFlagsPipeline`)."""
+    layout = terms_layout(config)
+    word = payload[:isa.INSN_BITS]
+    terms = data.View(layout, payload[isa.INSN_BITS:][:layout.size])
+    op = word[:4]
+    mm = data.View(isa.layout(isa.Opcode.MATMUL), word)
+    lw = data.View(isa.layout(isa.Opcode.LOAD_W), word)
+    is_mm = op == isa.Opcode.MATMUL
+    is_lw = op == isa.Opcode.LOAD_W
+    looped = is_mm & (mm.k_steps != 0)
+    # Every range: start + (count - 1) * stride < size, with the products from
+    # `terms`; Amaranth arithmetic widens, never wraps. A loop is checked whole before
+    # its first step: addresses grow with the step, so its last step bounds every other.
+    lw_ok = lw.sp_addr + terms.span < sp_rows
+    mm_ok = ((mm.rows != 0)
+             & (mm.sp_addr + terms.a_last + terms.span < sp_rows)
+             & (mm.acc_addr + mm.rows <= acc_rows)
+             & (~looped | (mm.w_addr + terms.w_end <= sp_rows)))
+    flags = {"is_lw": is_lw, "is_mm": is_mm, "looped": looped,
+             "one_step": mm.k_steps == 1, "ok": Mux(is_lw, lw_ok, mm_ok),
+             "rows_any": mm.rows != 0, "rows_one": mm.rows == 1}
+    return Cat(*(flags[name] for name, _ in FLAGS_LAYOUT))
+
+
+class DispatchFlagsPipeline:
+    """The execute unit's dispatch flags (:func:`dispatch_flags`) as a four-stage
+    pipeline, for a queue's side bits (see :class:`~llmchip.rtl.cmdproc.CommandProcessor`):
+    the three stages of :class:`OperandTermsPipeline`, then the range comparisons and the
+    decoding into a register. The word follows the terms through a delay line of its own
+    (Yosys merges it with the queue's identical one). Its output is the flags of the word
+    four cycles before; an :class:`ExecuteUnit` with the same memory sizes takes them with
+    ``prechecked=True``."""
+
+    def __init__(self, config: AcceleratorConfig, sp_rows: int, acc_rows: int):
+        self.config, self.sp_rows, self.acc_rows = config, sp_rows, acc_rows
+        self.terms = OperandTermsPipeline(config)
+        self.latency = self.terms.latency + 1
+
+    def _flags(self, payload) -> Value:
+        return dispatch_flags(self.config, self.sp_rows, self.acc_rows, payload)
+
+    def __call__(self, word) -> Value:
+        return self._flags(Cat(word, self.terms(word)))
+
+    def build(self, m: Module, platform, word) -> Value:
+        """Return the flags of ``word`` :attr:`latency` cycles later, built in ``m``."""
+        terms = self.terms.build(m, platform, word)
+        delayed = word
+        for k in range(self.terms.latency):
+            reg = Signal(len(word), name=f"flags_word{k}")
+            m.d.sync += reg.eq(delayed)
+            delayed = reg
+        flags = Signal(FLAGS_LAYOUT, name="dispatch_flags")
+        m.d.sync += flags.eq(self._flags(Cat(delayed, terms)))
+        return flags.as_value()
+
+
 def operand_terms(config: AcceleratorConfig, word) -> Value:
     """Return the products of the operand check of instruction ``word``, as a value.
 
@@ -159,9 +221,9 @@ class ExecuteUnit(wiring.Component):
     sp_rows, acc_rows : int
         Rows of the scratchpad and the accumulator.
     prechecked : bool
-        ``insn`` carries :func:`operand_terms` of the instruction in the bits above
-        ``isa.INSN_BITS`` and :meth:`predecode` of both above those (computed where it was
-        queued); otherwise the unit computes them.
+        ``insn`` carries the instruction's dispatch flags (:func:`dispatch_flags`, a
+        ``FLAGS_LAYOUT``) in the bits above ``isa.INSN_BITS``, computed where it was
+        queued (:class:`DispatchFlagsPipeline`); otherwise the unit computes them.
 
     Raises
     ------
@@ -184,8 +246,7 @@ class ExecuteUnit(wiring.Component):
         self.prechecked = prechecked
         sp_addr = unsigned(max(1, (sp_rows - 1).bit_length()))
         row = data.ArrayLayout(unsigned(8), max(config.rows, config.cols))
-        insn_bits = isa.INSN_BITS + (terms_layout(config).size + FLAGS_LAYOUT.size
-                                     if prechecked else 0)
+        insn_bits = isa.INSN_BITS + (FLAGS_LAYOUT.size if prechecked else 0)
         super().__init__({
             "insn": In(stream.Signature(unsigned(insn_bits))),
             "sp_a_req": Out(stream.Signature(sp_addr)),
@@ -207,30 +268,9 @@ class ExecuteUnit(wiring.Component):
         })
 
     def predecode(self, payload) -> Value:
-        """The dispatch flags (``FLAGS_LAYOUT``) of ``payload``: an instruction with its
-        :func:`operand_terms` above it. Pure expressions: with ``prechecked``, the
-        instruction's queue computes them into a register before the unit."""
-        cfg = self.config
-        word = payload[:isa.INSN_BITS]
-        terms = data.View(terms_layout(cfg), payload[isa.INSN_BITS:][:terms_layout(cfg).size])
-        op = word[:4]
-        mm = data.View(isa.layout(isa.Opcode.MATMUL), word)
-        lw = data.View(isa.layout(isa.Opcode.LOAD_W), word)
-        is_mm = op == isa.Opcode.MATMUL
-        is_lw = op == isa.Opcode.LOAD_W
-        looped = is_mm & (mm.k_steps != 0)
-        # Every range: start + (count - 1) * stride < size, with the products from
-        # `terms`; Amaranth arithmetic widens, never wraps. A loop is checked whole before
-        # its first step: addresses grow with the step, so its last step bounds every other.
-        lw_ok = lw.sp_addr + terms.span < self.sp_rows
-        mm_ok = ((mm.rows != 0)
-                 & (mm.sp_addr + terms.a_last + terms.span < self.sp_rows)
-                 & (mm.acc_addr + mm.rows <= self.acc_rows)
-                 & (~looped | (mm.w_addr + terms.w_end <= self.sp_rows)))
-        flags = {"is_lw": is_lw, "is_mm": is_mm, "looped": looped,
-                 "one_step": mm.k_steps == 1, "ok": Mux(is_lw, lw_ok, mm_ok),
-                 "rows_any": mm.rows != 0, "rows_one": mm.rows == 1}
-        return Cat(*(flags[name] for name, _ in FLAGS_LAYOUT))
+        """The dispatch flags of ``payload`` for this unit's memories
+        (:func:`dispatch_flags`)."""
+        return dispatch_flags(self.config, self.sp_rows, self.acc_rows, payload)
 
     def elaborate(self, platform):
         m = Module()
@@ -242,7 +282,7 @@ class ExecuteUnit(wiring.Component):
         word = self.insn.payload[:isa.INSN_BITS]
         flags = Signal(FLAGS_LAYOUT)
         if self.prechecked:
-            m.d.comb += flags.eq(self.insn.payload[isa.INSN_BITS + terms_layout(cfg).size:])
+            m.d.comb += flags.eq(self.insn.payload[isa.INSN_BITS:])
         else:
             m.d.comb += flags.eq(self.predecode(Cat(word, operand_terms(cfg, word))))
         mm = data.View(isa.layout(isa.Opcode.MATMUL), word)

@@ -16,9 +16,14 @@ from llmchip.config import AcceleratorConfig
 from llmchip.rtl.cmdproc import CommandProcessor
 from llmchip.rtl.dma import DmaConfig, _CommandCheck, command_layout
 from llmchip.rtl.dsp import ECP5_MULT_WIDTH, registered_product
-from llmchip.rtl.execute import OperandTermsPipeline, operand_terms
+from llmchip.rtl.execute import (
+    FLAGS_LAYOUT,
+    DispatchFlagsPipeline,
+    OperandTermsPipeline,
+)
 from llmchip.rtl.pe import PE
 from llmchip.rtl.postproc import PostProcessor
+from llmchip.sw import isa
 from llmchip.tb.equiv import compare_mappings
 
 
@@ -126,7 +131,7 @@ def test_dma_check_ecp5_equals_portable(seed, tmp_path):
 def test_execute_terms_ecp5_equals_portable(seed, tmp_path):
     cfg = AcceleratorConfig(rows=4, cols=4)
     r = compare_mappings(
-        lambda: CommandProcessor(8, 32, ex_terms=OperandTermsPipeline(cfg)), tmp_path,
+        lambda: CommandProcessor(8, 32, ex_terms=DispatchFlagsPipeline(cfg, 64, 32)), tmp_path,
         cycles=800, seed=seed,
         high={"doorbell": 0.02, "rd_cmd__ready": 0.7, "rd_data__valid": 0.6,
               "ex_insn__ready": 0.5, "ld_busy": 0.2, "ex_busy": 0.2, "st_busy": 0.2})
@@ -141,10 +146,19 @@ def test_pe_ecp5_equals_portable(seed, tmp_path):
     assert r["dsps"] == 1
 
 
-def test_operand_terms_pipeline_matches_the_expression(seed):
-    """Three cycles after a word, the pipeline's terms are that word's operand terms."""
+@pytest.mark.parametrize("kind", ["terms", "flags"])
+def test_execute_pipelines_match_their_expressions(kind, seed):
+    """``latency`` cycles after a word, the operand-terms pipeline gives that word's
+    operand terms (three cycles) and the dispatch-flags pipeline its dispatch flags (four).
+    Half the words are MATMUL or LOAD_W with small fields, so the range checks go both
+    ways."""
     cfg = AcceleratorConfig(rows=4, cols=4)
-    pipe = OperandTermsPipeline(cfg)
+    if kind == "terms":
+        pipe = OperandTermsPipeline(cfg)
+        assert pipe.latency == 3
+    else:
+        pipe = DispatchFlagsPipeline(cfg, 64, 32)
+        assert pipe.latency == 4
 
     class Top(wiring.Component):
         def __init__(self):
@@ -153,22 +167,40 @@ def test_operand_terms_pipeline_matches_the_expression(seed):
         def elaborate(self, platform):
             m = Module()
             self.out = pipe.build(m, platform, self.word)
-            self.ref = operand_terms(cfg, self.word)
+            self.ref = pipe(self.word)
             return m
 
     dut = Top()
-    words = [random.Random(seed + k).getrandbits(128) for k in range(40)]
+    words = [_execute_word(random.Random(seed * 1000 + k)) for k in range(80)]
+    oks = []
 
     async def bench(ctx):
         expected = []
         for k, word in enumerate(words):
             ctx.set(dut.word, word)
             expected.append(ctx.get(dut.ref))
+            if kind == "flags":
+                oks.append(expected[-1] >> FLAGS_LAYOUT["ok"].offset & 1)
             await ctx.tick()
             if k >= pipe.latency - 1:
-                assert ctx.get(dut.out) == expected[k - pipe.latency + 1]
+                assert ctx.get(dut.out) == expected[k - pipe.latency + 1], f"word {k}"
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
+    if kind == "flags":
+        assert 0 < sum(oks) < len(oks), "the operand check went one way only"
+
+
+def _execute_word(rng: random.Random) -> int:
+    """A random 128-bit word, or (half the time) a MATMUL or LOAD_W whose fields are near
+    a 64-row scratchpad's and a 32-row accumulator's ends."""
+    if rng.random() < 0.5:
+        return rng.getrandbits(128)
+    if rng.random() < 0.3:
+        return isa.encode("load_w", sp_addr=rng.randrange(64), sp_stride=rng.randrange(4))
+    return isa.encode("matmul", sp_addr=rng.randrange(64), sp_stride=rng.randrange(4),
+                      rows=rng.randrange(10), acc_addr=rng.randrange(32),
+                      w_addr=rng.randrange(64), k_steps=rng.randrange(4),
+                      a_step=rng.randrange(8))

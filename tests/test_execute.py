@@ -16,9 +16,8 @@ from llmchip.sw import golden, isa
 class ExecHarness(wiring.Component):
     """Scratchpad + execute unit + accumulator, with their free ports exposed.
 
-    With ``prechecked``, the unit takes the operand-check products and its dispatch flags
-    beside each instruction (as in the accelerator, where its queue adds them): ``word`` is
-    the instruction.
+    With ``prechecked``, the unit takes its dispatch flags beside each instruction (as in
+    the accelerator, where its queue adds them): ``word`` is the instruction.
     """
 
     def __init__(self, cfg, sp_rows=64, acc_rows=32, prechecked=False):
@@ -39,7 +38,7 @@ class ExecHarness(wiring.Component):
         wiring.connect(m, self.exe.acc_w, self.acc.w)
         if self.exe.prechecked:
             checked = Cat(self.word, operand_terms(self.cfg, self.word))
-            m.d.comb += self.exe.insn.payload.eq(Cat(checked, self.exe.predecode(checked)))
+            m.d.comb += self.exe.insn.payload.eq(Cat(self.word, self.exe.predecode(checked)))
         return m
 
 
