@@ -42,20 +42,20 @@ class Timing:
     rd_done: int = 0               #: last R beat -> completion seen by the client
     rd_gap: int = 1                #: idle address-channel cycles between commands
     wr_first: int = 6              #: write command accepted -> first W beat possible
-    wr_done: int = 15              #: B response -> completion seen by the store unit
+    wr_done: int = 16              #: B response -> completion seen by the store unit
     load_issue: int = 6            #: LOAD taken -> DMA command accepted
     load_inflight: int = 8         #: LOADs in flight in the load unit
-    fetch_issue: int = 3           #: fetch decided -> DMA command presented
+    fetch_issue: int = 2           #: fetch decided -> DMA command presented
     fetch_gap: int = 3             #: fetch completion -> next fetch may be decided
-    dispatch: int = 6              #: instruction in the buffer -> in its queue
+    dispatch: int = 7              #: instruction in the buffer -> in its queue
     ld_terms: int = 2              #: extra cycles an instruction takes into its queue:
     ex_terms: int = 4              #: its operand check's pipeline (load, execute, store)
     st_terms: int = 2
     take: int = 1                  #: instruction at a queue head -> taken by its unit
     w_first: int = 6               #: weight tile start -> first weight row in the array
     a_first: int = 4               #: MATMUL taken -> first activation row can enter
-    commit: int = 3                #: last row out of the array -> readable, token pushed
-    st_first: int = 9              #: STORE taken -> first row into the write engine
+    commit: int = 4                #: last row out of the array -> readable, token pushed
+    st_first: int = 7              #: STORE taken -> first row into the write engine
     queue_depth: int = 4
     slice_depth: int = 2           #: instructions the register slice between a queue and
     #:                                its unit holds (a skid buffer) beyond the queue
