@@ -285,8 +285,9 @@ class _RowIndex:
 
 
 class _CommandCheck(wiring.Component):
-    """Classify commands: a four-stage pipeline (latch, partial products of the span, their
-    sum, compare). The last stage also sets up the command's first row for the issuer.
+    """Classify commands: a five-stage pipeline (latch, partial products of the span, a
+    copy of them in fabric registers, their sum, compare). The last stage also sets up the
+    command's first row for the issuer.
 
     ``out.kind`` is ``NONE`` for ``rows == 0`` or ``row_bytes == 0``, ``ZERO`` when a byte
     of the command lies outside the window or past the address space, else ``BUS``.
@@ -310,16 +311,19 @@ class _CommandCheck(wiring.Component):
         a = self._cfg.addr_width
         cmd, out = self.cmd, self.out
 
-        valid = [Signal(name=f"s{k}_valid") for k in (1, 2, 3)]
-        st = [Signal(command_layout(a), name=f"s{k}") for k in (1, 2, 3)]
-        move = [Signal(name=f"s{k}_move") for k in (1, 2, 3)]
+        n = 4
+        valid = [Signal(name=f"s{k}_valid") for k in range(1, n + 1)]
+        st = [Signal(command_layout(a), name=f"s{k}") for k in range(1, n + 1)]
+        move = [Signal(name=f"s{k}_move") for k in range(1, n + 1)]
         # Stage 2: (rows - 1) * stride, the start of the last row, as two 16 x 16 products
         # (one hard multiplier each, its operands loaded with stage 1 and its product
         # with stage 2, in its own registers on ECP5); one past the first row's last
-        # byte; whether the command starts below the window. Stage 3: the span, their
-        # sum; the room from the first row's end to the window's end and to the address
-        # space's end. The last stage compares the span with both rooms. No stage adds
-        # more than two numbers or compares more than two.
+        # byte; whether the command starts below the window. Stage 3: the products
+        # copied into fabric registers (the hard multipliers may be placed far from this
+        # logic: the route from them is then all of a stage); the room from the first
+        # row's end to the window's end and to the address space's end. Stage 4: the
+        # span, the products' sum. The last stage compares the span with both rooms. No
+        # stage adds more than two numbers or compares more than two.
         accept = Signal()
         m.d.comb += accept.eq(cmd.valid & cmd.ready)
         rows_m1 = (cmd.payload.rows - 1)[:16]
@@ -330,6 +334,7 @@ class _CommandCheck(wiring.Component):
                                ("hi", cmd.payload.stride[16:])))
         base = Signal(a + 17)             # addr + row_bytes
         below = Signal()
+        lo_3, hi_3 = Signal.like(span_lo), Signal.like(span_hi)
         span = Signal(signed(a + 19))     # never negative; as wide as the rooms (Verilator)
         room_w = Signal(signed(a + 19))   # limit - base: may be negative
         room_a = Signal(signed(a + 19))   # 2**a - base
@@ -339,17 +344,17 @@ class _CommandCheck(wiring.Component):
         out_free = Signal()
         m.d.comb += [
             out_free.eq(~out.valid | out.ready),
-            move[2].eq(valid[2] & out_free),
-            move[1].eq(valid[1] & (~valid[2] | move[2])),
-            move[0].eq(valid[0] & (~valid[1] | move[1])),
-            cmd.ready.eq(~self.flush & ~(valid[0] & valid[1] & valid[2])),
+            move[n - 1].eq(valid[n - 1] & out_free),
+            *(move[k].eq(valid[k] & (~valid[k + 1] | move[k + 1])) for k in range(n - 1)),
+            cmd.ready.eq(~self.flush & ~Cat(*valid).all()),
         ]
-        s3 = st[2]
+        s3 = st[n - 1]
         bad = _is_zero(s3.rows) | _is_zero(s3.row_bytes)
         # The last row ends past the window (or past the address space, which is
         # outside anyway) iff the span exceeds the room.
-        below_3 = Signal()
-        outside = below_3 | (span > room_a) | (span > room_w)
+        below_3, below_4 = Signal(), Signal()
+        room_w3, room_a3 = Signal.like(room_w), Signal.like(room_a)
+        outside = below_4 | (span > room_a) | (span > room_w)
         # The first row's set-up, for the issuer (which sets up the later rows itself).
         sz = self._cfg.size_log2
         lm = Signal(sz)
@@ -371,12 +376,18 @@ class _CommandCheck(wiring.Component):
                 m.d.sync += valid[1].eq(0)
             with m.If(move[1]):
                 m.d.sync += [st[2].eq(st[1]), valid[2].eq(1),
-                             span.eq(span_lo + (span_hi << 16)),
-                             room_w.eq(limit - base), room_a.eq(2 ** a - base),
+                             lo_3.eq(span_lo), hi_3.eq(span_hi),
+                             room_w3.eq(limit - base), room_a3.eq(2 ** a - base),
                              below_3.eq(below)]
             with m.Elif(move[2]):
                 m.d.sync += valid[2].eq(0)
             with m.If(move[2]):
+                m.d.sync += [st[3].eq(st[2]), valid[3].eq(1),
+                             span.eq(lo_3 + (hi_3 << 16)),
+                             room_w.eq(room_w3), room_a.eq(room_a3), below_4.eq(below_3)]
+            with m.Elif(move[3]):
+                m.d.sync += valid[3].eq(0)
+            with m.If(move[3]):
                 p = out.payload
                 m.d.sync += [
                     out.valid.eq(1),

@@ -166,18 +166,19 @@ def dispatch_flags(config: AcceleratorConfig, sp_rows: int, acc_rows: int,
 
 
 class DispatchFlagsPipeline:
-    """The execute unit's dispatch flags (:func:`dispatch_flags`) as a four-stage
+    """The execute unit's dispatch flags (:func:`dispatch_flags`) as a five-stage
     pipeline, for a queue's side bits (see :class:`~llmchip.rtl.cmdproc.CommandProcessor`):
-    the three stages of :class:`OperandTermsPipeline`, then the range comparisons and the
-    decoding into a register. The word follows the terms through a delay line of its own
-    (Yosys merges it with the queue's identical one). Its output is the flags of the word
-    four cycles before; an :class:`ExecuteUnit` with the same memory sizes takes them with
-    ``prechecked=True``."""
+    the three stages of :class:`OperandTermsPipeline`; a copy of the terms in fabric
+    registers (the hard multipliers may be placed far away: the route from them is then
+    a stage of its own); the range comparisons and the decoding into a register. The word
+    follows the terms through a delay line of its own (Yosys merges it with the queue's
+    identical one). Its output is the flags of the word five cycles before; an
+    :class:`ExecuteUnit` with the same memory sizes takes them with ``prechecked=True``."""
 
     def __init__(self, config: AcceleratorConfig, sp_rows: int, acc_rows: int):
         self.config, self.sp_rows, self.acc_rows = config, sp_rows, acc_rows
         self.terms = OperandTermsPipeline(config)
-        self.latency = self.terms.latency + 1
+        self.latency = self.terms.latency + 2
 
     def _flags(self, payload) -> Value:
         return dispatch_flags(self.config, self.sp_rows, self.acc_rows, payload)
@@ -187,9 +188,11 @@ class DispatchFlagsPipeline:
 
     def build(self, m: Module, platform, word) -> Value:
         """Return the flags of ``word`` :attr:`latency` cycles later, built in ``m``."""
-        terms = self.terms.build(m, platform, word)
+        far = self.terms.build(m, platform, word)
+        terms = Signal(len(far), name="terms_near")
+        m.d.sync += terms.eq(far)
         delayed = word
-        for k in range(self.terms.latency):
+        for k in range(self.latency - 1):
             reg = Signal(len(word), name=f"flags_word{k}")
             m.d.sync += reg.eq(delayed)
             delayed = reg

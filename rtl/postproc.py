@@ -58,16 +58,18 @@ class PostProcessor(wiring.Component):
       plain inputs, read while a row passes through the pipeline, so they must be held
       stable from the cycle a row is accepted on ``i`` until it is taken from ``o``.
 
-    Timing: an eight-stage pipeline (bias add | the multipliers' operands | four 16 x 16
-    partial products, one hard multiplier each | their sum | the shift | the rounding
-    increment | the zero point | saturation), every stage registered, so no stage holds
-    more than one multiplier, one shifter or one wide carry chain with a little logic. The
-    multipliers' operand and product stages are the hard multipliers' own registers on
-    ECP5 (:func:`~llmchip.rtl.dsp.registered_product`), so the paths into and out of the
-    DSP column are routing alone. With ``o.ready`` high, a row accepted on ``i`` in cycle
-    ``t`` is valid on ``o`` in cycle ``t + 8`` (:attr:`latency`), and a row is accepted
-    every cycle. ``o.valid`` comes straight from a register.
-    ``i.ready`` is low only while all eight stages hold rows and ``o.ready`` is low, so it
+    Timing: a nine-stage pipeline (bias add | the multipliers' operands | four 16 x 16
+    partial products, one hard multiplier each | the products copied into fabric
+    registers | their sum | the shift | the rounding increment | the zero point |
+    saturation), every stage registered, so no stage holds more than one multiplier, one
+    shifter or one wide carry chain with a little logic. The multipliers' operand and
+    product stages are the hard multipliers' own registers on ECP5
+    (:func:`~llmchip.rtl.dsp.registered_product`), so the paths into and out of the DSP
+    column are routing alone (the copy takes the route from a far multiplier out of the
+    sum's stage). With ``o.ready`` high, a row accepted on ``i`` in cycle ``t`` is valid
+    on ``o`` in cycle ``t + 9`` (:attr:`latency`), and a row is accepted every cycle.
+    ``o.valid`` comes straight from a register.
+    ``i.ready`` is low only while all nine stages hold rows and ``o.ready`` is low, so it
     depends combinationally on ``o.ready``; a client that never stalls ``o`` (``o.ready``
     tied high) gets a pipeline without that chain. While ``o`` is stalled, its row stays
     unchanged and the stages behind it keep their rows and fill their gaps, so no row is
@@ -75,7 +77,7 @@ class PostProcessor(wiring.Component):
     """
 
     #: Cycles from a row's acceptance on ``i`` to its appearance on ``o``, unstalled.
-    latency = 8
+    latency = 9
 
     def __init__(self, lanes: int, acc_width: int = 32, out_width: int = 8):
         _check_min(self, "lanes", lanes, 1)
@@ -132,7 +134,7 @@ class PostProcessor(wiring.Component):
         ecp5 = is_ecp5(platform)
         for j in range(self.lanes):
             x = Signal(signed(32), name=f"x{j}")
-            s = Signal(range(MAX_SHIFT + 1), name=f"s{j}")   # read by stage 5
+            s = Signal(range(MAX_SHIFT + 1), name=f"s{j}")   # read by stage 6
             m.d.sync += s.eq(Mux(self.shift[j] > MAX_SHIFT, MAX_SHIFT, self.shift[j]))
             # x * mult = (xh * 2**16 + xl) * (mh * 2**16 + ml), each factor at most 17 bits
             # signed: one 18 x 18 multiplier per partial product. Its operand registers
@@ -163,16 +165,20 @@ class PostProcessor(wiring.Component):
             with m.If(load[1]):
                 # Assigning to 32 bits drops the carry: the int32 wraparound.
                 m.d.sync += x.eq(self.i.payload.data[j] + self.bias[j])
+            near = {part: Signal.like(v, name=f"pp_{part}{j}_q") for part, v in pp.items()}
             with m.If(load[4]):
-                m.d.sync += p.eq((pp["hh"] << 32) + ((pp["lh"] + pp["hl"]) << 16) + pp["ll"])
+                m.d.sync += [near[part].eq(pp[part]) for part in pp]
             with m.If(load[5]):
-                m.d.sync += shifted.eq(twice >> s)
+                m.d.sync += p.eq((near["hh"] << 32) + ((near["lh"] + near["hl"]) << 16)
+                                 + near["ll"])
             with m.If(load[6]):
-                m.d.sync += y.eq((shifted + 1) >> 1)
+                m.d.sync += shifted.eq(twice >> s)
             with m.If(load[7]):
+                m.d.sync += y.eq((shifted + 1) >> 1)
+            with m.If(load[8]):
                 # |y| < 2**62 and |zero_point| <= 2**31: no wrap in 64 bits.
                 m.d.sync += z.eq(y + zp)
-            with m.If(load[8]):
+            with m.If(load[9]):
                 # z fits in out_width bits iff its top 65 - out_width bits are all equal;
                 # otherwise its sign says which bound it is past (lo >= the minimum).
                 m.d.sync += out.eq(Mux(fits, Mux(narrow < lo, lo, narrow),

@@ -610,6 +610,11 @@ def test_abort_mid_transfer_reaches_idle(pulse, rng):
         if h.cycle == 150:
             seen["ar"], seen["aw"] = len(h.ars), len(h.aws)
             h.abort = 1
+            # The producer is reset with the DMA: it offers no more of the aborted write's
+            # data. (Once an engine's abort is over it takes data again, and after a pulse
+            # that can be while the other engine still aborts.)
+            h.wr_beats.clear()
+            h._wd_cur = None
         elif pulse and h.cycle == 151:
             h.abort = 0
 
