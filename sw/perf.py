@@ -38,16 +38,16 @@ class Timing:
 
     dram_read_latency: int = 8     #: AR accepted -> first R beat
     dram_write_latency: int = 2    #: last W beat -> B response
-    rd_first: int = 11             #: read command accepted -> first AR (check, issue)
+    rd_first: int = 12             #: read command accepted -> first AR (check, issue)
     rd_done: int = 0               #: last R beat -> completion seen by the client
     rd_gap: int = 1                #: idle address-channel cycles between commands
     wr_first: int = 6              #: write command accepted -> first W beat possible
-    wr_done: int = 16              #: B response -> completion seen by the store unit
+    wr_done: int = 17              #: B response -> completion seen by the store unit
     load_issue: int = 6            #: LOAD taken -> DMA command accepted
     load_inflight: int = 8         #: LOADs in flight in the load unit
-    fetch_issue: int = 2           #: fetch decided -> DMA command presented
+    fetch_issue: int = 1           #: fetch decided -> DMA command presented
     fetch_gap: int = 3             #: fetch completion -> next fetch may be decided
-    dispatch: int = 7              #: instruction in the buffer -> in its queue
+    dispatch: int = 5              #: instruction in the buffer -> in its queue
     ld_terms: int = 2              #: extra cycles an instruction takes into its queue:
     ex_terms: int = 5              #: its operand check's pipeline (load, execute, store)
     st_terms: int = 2
