@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
-from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from llmchip.config import check_int
@@ -892,7 +892,11 @@ class AxiDma(wiring.Component):
         # Its writes are not checked against `w_rdy` (at most `mo` bursts are outstanding);
         # a buffered queue holds one entry less while it refills its output register.
         m.submodules.wr_bursts = bq = SyncFIFOBuffered(width=8, depth=max(2, mo) + 1)
-        m.submodules.wr_resps = cq = SyncFIFO(width=_RESP_LAYOUT.size, depth=mo + 2)
+        # Buffered too: the entry at its head, which decides `bready` and the completion,
+        # comes from a register rather than through the queue's memory. An entry shows a
+        # cycle after its write, still no later than its burst's B response can come (the
+        # last W beat goes out of a register the cycle after the entry is written).
+        m.submodules.wr_resps = cq = SyncFIFOBuffered(width=_RESP_LAYOUT.size, depth=mo + 3)
 
         bursts = Signal(range(mo + 1), name="wr_bursts")
         quiet = Signal()
