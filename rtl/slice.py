@@ -26,7 +26,8 @@ class RegisterSlice(wiring.Component):
     register's valid bit: ``i.ready`` is high while the skid register is empty. A beat
     taken while the output register holds a beat the consumer does not take waits in the
     skid register. Beats leave in order, each once. ``holding`` is high while the slice
-    holds a beat.
+    holds a beat. ``o.payload`` is meaningful only while ``o.valid`` is high (an empty
+    register loads whatever is on ``i.payload``).
 
     With ``last`` naming a one-bit field of the payload (a command's last data beat, say),
     ``holding_last`` is high while a held beat has that field set: a completion that must
@@ -49,10 +50,8 @@ class RegisterSlice(wiring.Component):
         m = Module()
         skid_valid = Signal()
         skid = Signal.like(self.i.payload)
-        taken = Signal()
         m.d.comb += [
             self.i.ready.eq(~skid_valid),
-            taken.eq(self.o.valid & self.o.ready),
             self.holding.eq(self.o.valid | skid_valid),
         ]
         if self.last is not None:
@@ -60,16 +59,22 @@ class RegisterSlice(wiring.Component):
             skid_last = getattr(skid, self.last)
             m.d.comb += self.holding_last.eq((self.o.valid & out_last)
                                              | (skid_valid & skid_last))
-        with m.If(taken):
-            m.d.sync += [self.o.valid.eq(skid_valid), self.o.payload.eq(skid),
-                         skid_valid.eq(0)]
-        with m.If(self.i.valid & self.i.ready):
-            # The skid is empty: the beat goes to the output register if that is free at
-            # the clock edge, else behind it.
-            with m.If(self.o.valid & ~taken):
-                m.d.sync += [skid_valid.eq(1), skid.eq(self.i.payload)]
+        # A register whose valid bit is low at the clock edge loads the input's payload
+        # whether or not a beat is offered: its valid bit says whether it took one. So
+        # the payload registers' enables follow from the consumer's `ready` and this
+        # slice's own registers, never from the producer's `valid` (a wide payload's
+        # enable is a large fan-out, and the producer's decision is often late).
+        with m.If(~self.o.valid | self.o.ready):
+            # The output register is free at the edge: the held beat moves up, or else
+            # the input's (the skid is empty, so `i.ready` is high).
+            with m.If(skid_valid):
+                m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(skid), skid_valid.eq(0)]
             with m.Else():
-                m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(self.i.payload)]
+                m.d.sync += [self.o.valid.eq(self.i.valid), self.o.payload.eq(self.i.payload)]
+        with m.Elif(~skid_valid):
+            # The output register holds a beat the consumer does not take: an offered
+            # beat waits behind it.
+            m.d.sync += [skid_valid.eq(self.i.valid), skid.eq(self.i.payload)]
         return m
 
 
