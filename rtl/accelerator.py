@@ -230,10 +230,11 @@ class Accelerator(wiring.Component):
         su = unit("store", StoreUnit(cfg, cfg.acc_rows, cfg.param_rows, B, ADDR_BITS,
                                      prechecked=True))
         # Each queue carries its instructions' operand checks, computed on the way into the
-        # queue: for the execute unit, its dispatch flags (a four-stage pipeline: the
-        # check's factors, the multipliers' operands, their products, then the range
-        # comparisons and the decoding); for the load and store units, the check itself in
-        # two stages (the last row's address, then its comparison).
+        # queue: for the execute unit, its dispatch flags (a five-stage pipeline: the
+        # check's factors, the multipliers' operands, their products, a copy of them in
+        # fabric registers, then the range comparisons and the decoding); for the load and
+        # store units, the check itself in two stages (the last row's address, then its
+        # comparison).
         cp = unit("cmdproc", CommandProcessor(
             B, ADDR_BITS, ex_terms=DispatchFlagsPipeline(cfg, cfg.sp_rows, cfg.acc_rows),
             ld_terms=lu.operand_stages(), st_terms=su.operand_stages()))

@@ -348,8 +348,8 @@ class _CommandCheck(wiring.Component):
             *(move[k].eq(valid[k] & (~valid[k + 1] | move[k + 1])) for k in range(n - 1)),
             cmd.ready.eq(~self.flush & ~Cat(*valid).all()),
         ]
-        s3 = st[n - 1]
-        bad = _is_zero(s3.rows) | _is_zero(s3.row_bytes)
+        last = st[n - 1]                  # the stage the output loads from
+        bad = _is_zero(last.rows) | _is_zero(last.row_bytes)
         # The last row ends past the window (or past the address space, which is
         # outside anyway) iff the span exceeds the room.
         below_3, below_4 = Signal(), Signal()
@@ -359,8 +359,8 @@ class _CommandCheck(wiring.Component):
         sz = self._cfg.size_log2
         lm = Signal(sz)
         nout_m1 = Signal(self._cfg.row_beats_width)
-        m.d.comb += [lm.eq(s3.row_bytes - 1), nout_m1.eq((s3.row_bytes - 1) >> sz)]
-        t, left, in_block = _row_setup(m, self._cfg, s3.addr, lm, nout_m1, "first_row")
+        m.d.comb += [lm.eq(last.row_bytes - 1), nout_m1.eq((last.row_bytes - 1) >> sz)]
+        t, left, in_block = _row_setup(m, self._cfg, last.addr, lm, nout_m1, "first_row")
         with m.If(self.flush):
             m.d.sync += [v.eq(0) for v in valid] + [out.valid.eq(0)]
         with m.Else():
@@ -391,11 +391,11 @@ class _CommandCheck(wiring.Component):
                 p = out.payload
                 m.d.sync += [
                     out.valid.eq(1),
-                    p.addr.eq(s3.addr), p.rows.eq(s3.rows), p.row_bytes.eq(s3.row_bytes),
-                    p.stride.eq(s3.stride),
+                    p.addr.eq(last.addr), p.rows.eq(last.rows), p.row_bytes.eq(last.row_bytes),
+                    p.stride.eq(last.stride),
                     p.lm.eq(lm), p.nout_m1.eq(nout_m1), p.single.eq(_is_zero(nout_m1)),
                     p.t.eq(t), p.left.eq(left), p.in_block.eq(in_block),
-                    p.next_addr.eq(s3.addr + s3.stride),
+                    p.next_addr.eq(last.addr + last.stride),
                 ]
                 with m.If(bad):
                     m.d.sync += [p.kind.eq(_Kind.NONE), p.err.eq(DmaError.BAD_COMMAND)]
