@@ -152,13 +152,15 @@ class CommandProcessor(wiring.Component):
                                  self.iq_size - head))   # up to the ring's end
         room = Signal(range(depth + 1))
         m.d.comb += room.eq(depth - ibuf.level - pending)
-        # The fetch size comes from a register, computed from the previous cycle's state,
-        # so the ring arithmetic is not in series with the read arbiter. The value is
+        # The fetch size comes from registers, in two stages (the ring arithmetic, then
+        # its minimum with the buffer's room), so neither the ring's carry chains nor the
+        # minimum's are in series with each other or with the read arbiter. The value is
         # never too large: the tail only advances, the head and `pending` change only
-        # when a fetch is accepted (and `fetching` then blocks the next one until well
-        # after), and the buffer's room only grows between two cycles.
+        # when a fetch is accepted (which clears both stages), and the buffer's room only
+        # grows between two cycles.
+        avail_q = Signal(32)
         count = Signal(range(depth + 1))
-        m.d.sync += count.eq(Mux(avail < room, avail, room))
+        m.d.sync += [avail_q.eq(avail), count.eq(Mux(avail_q < room, avail_q, room))]
         cmd = Signal(dma_cmd_layout(self.addr_width))
         m.d.comb += [
             cmd.addr.eq(self.iq_base + (head << 4)),
@@ -171,8 +173,11 @@ class CommandProcessor(wiring.Component):
         with m.If(self.rd_cmd.valid & self.rd_cmd.ready):
             nxt = Signal(32)
             m.d.comb += nxt.eq(head + count)
+            # Both stages restart from the new head: no size computed before this fetch
+            # can reach the next one, however soon it completes.
             m.d.sync += [fetching.eq(1), pending.eq(count),
-                         head.eq(Mux(nxt >= self.iq_size, 0, nxt))]
+                         head.eq(Mux(nxt >= self.iq_size, 0, nxt)),
+                         avail_q.eq(0), count.eq(0)]
 
         # Assemble 128-bit instructions from beats.
         word = Signal(isa.INSN_BITS)
