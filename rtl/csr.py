@@ -13,7 +13,9 @@ Ports follow each register's access type in :data:`llmchip.sw.regs.REGISTERS`:
   bits set the register (setting wins over a simultaneous clear).
 
 Accesses to unmapped offsets complete with SLVERR (reads return 0); writes to read-only
-registers are ignored with OKAY. One transaction per direction is in flight at a time.
+registers are ignored with OKAY. One transaction per direction is in flight at a time; a
+read's data is valid two cycles after its address is taken (the address is registered
+before the read multiplexer).
 
 Registers inside an optional *window* of offsets belong to another block (the DVFS
 controller): they get no storage here; accesses to them go out on ``ext_*`` (word offset
@@ -179,10 +181,14 @@ class CsrBlock(wiring.Component):
                 with m.If(hit):
                     m.d.sync += getattr(self, _port(r.name)).eq(wdata)
 
-        # -- reads: register the value, hold it until taken ------------------------------
+        # -- reads: latch the address, then register the value, hold it until taken ----
+        # The address is registered first (`r_sel`), so the port's handshake and the
+        # decode of a fresh address do not both stand in front of the read multiplexer.
         r_pending = Signal()
+        r_sel = Signal()
         r_take = Signal()
         raddr = bus.araddr[2:ADDR_WIDTH]
+        r_addr = Signal.like(raddr)
         r_ok = 1
         if window is not None:
             # Window accesses share the ext_* port: a read waits for its answer, and while
@@ -193,7 +199,7 @@ class CsrBlock(wiring.Component):
                          ext_r.eq(raddr[bits:] == window[0] >> (bits + 2))]
             r_ok = ~ext_wait & ~(ext_r & ext_w)
         m.d.comb += [
-            r_take.eq(bus.arvalid & ~r_pending & r_ok),
+            r_take.eq(bus.arvalid & ~r_pending & ~r_sel & r_ok),
             bus.arready.eq(r_take),
             bus.rvalid.eq(r_pending),
         ]
@@ -221,9 +227,14 @@ class CsrBlock(wiring.Component):
             with m.If(ext_wait):
                 m.d.sync += [r_pending.eq(1), rdata.eq(self.ext_rdata),
                              rresp.eq(AxiResp.OKAY)]
+        m.d.sync += r_sel.eq(r_own)
         with m.If(r_own):
+            m.d.sync += r_addr.eq(raddr)
+        # The value is sampled in the cycle after the address was taken; reading X_LO
+        # latches X_HI in that same cycle.
+        with m.If(r_sel):
             m.d.sync += r_pending.eq(1)
-            with m.Switch(raddr):
+            with m.Switch(r_addr):
                 for r in own:
                     with m.Case(r.offset >> 2):
                         m.d.sync += rresp.eq(AxiResp.OKAY)
@@ -231,7 +242,7 @@ class CsrBlock(wiring.Component):
                 with m.Default():
                     m.d.sync += [rdata.eq(0), rresp.eq(AxiResp.SLVERR)]
         for base, (lo, _) in pairs.items():
-            with m.If(r_take & (raddr == lo.offset >> 2)):
+            with m.If(r_sel & (r_addr == lo.offset >> 2)):
                 m.d.sync += hi_latch[base].eq(getattr(self, _port(base))[32:])
 
         enable = self.irq_enable
