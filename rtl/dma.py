@@ -635,14 +635,16 @@ class AxiDma(wiring.Component):
     def _abort_control(self, m: Module, name: str, cmd, done, quiet):
         """Count pending commands; on abort, once ``quiet``, complete them as ABORTED.
 
-        Returns ``(mode, pending)``: ``mode`` is high from ``abort`` until every pending
-        command has completed.
+        Returns ``(mode, pending)``: ``mode`` is a register, high from the cycle after
+        ``abort_req`` until every pending command has completed. (Commands are refused from
+        ``abort_req``'s own cycle: the command checks see it directly.) Being a register,
+        it reaches the engines' many decisions with no logic in front of it.
         """
         cfg = self.config
         pending = Signal(range(cfg.max_pending + 1), name=f"{name}_pending")
         aborting = Signal(name=f"{name}_aborting")
         mode = Signal(name=f"{name}_abort_mode")
-        m.d.comb += mode.eq(self.abort_req | aborting)
+        m.d.comb += mode.eq(aborting)
         m.d.sync += pending.eq(pending + (cmd.valid & cmd.ready) - (done.valid & done.ready))
         # Completion registers are loaded here (aborts) and by the engines, which come later
         # and therefore take priority; the clear on acceptance comes first.
@@ -695,7 +697,7 @@ class AxiDma(wiring.Component):
         quiet = Signal()
         mode, pending = self._abort_control(m, "rd", self.rd_cmd, self.rd_done, quiet)
         m.d.comb += [
-            check.flush.eq(mode),
+            check.flush.eq(mode | self.abort_req),
             issuer.flush.eq(mode),
             quiet.eq(~(bursts.any() | buf.level.any() | stg.level.any() | rowq.level.any()
                        | issuer.busy)),
@@ -906,7 +908,7 @@ class AxiDma(wiring.Component):
                      win.w_en.eq(self.wr_data.valid & ~mode),
                      self.wr_data.ready.eq(win.w_rdy & ~mode)]
         m.d.comb += [
-            check.flush.eq(mode),
+            check.flush.eq(mode | self.abort_req),
             issuer.flush.eq(mode),
             quiet.eq(~(bursts.any() | bq.level.any() | cq.level.any() | rowq.level.any()
                        | win.level.any()

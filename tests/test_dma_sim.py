@@ -61,6 +61,7 @@ class Harness:
                         + [(r, DmaError.DECERR) for r in decerr])
         self.window = window
         self.abort = 0
+        self._abort_prev = 0
         self.hook = None
         self.cycle = 0
         # Stimulus and results of the DMA's streams.
@@ -244,10 +245,12 @@ class Harness:
             self._hold("AR", arv, ar)
             self._hold("AW", awv, aw)
             self._hold("W", wv, w)
-            # An abort may withdraw a beat on offer (its consumer is reset with the DMA).
-            self._hold("rd_data", rdv, rd, exempt=self.abort)
+            # An abort may withdraw a beat on offer (its consumer is reset with the DMA):
+            # the engines see it from the cycle after `abort_req`.
+            self._hold("rd_data", rdv, rd, exempt=self.abort or self._abort_prev)
             await ctx.tick()
             self.cycle += 1
+            self._abort_prev = self.abort
 
             if arv and not ar_fire:
                 self._held["AR"] = ar
