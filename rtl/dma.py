@@ -285,9 +285,9 @@ class _RowIndex:
 
 
 class _CommandCheck(wiring.Component):
-    """Classify commands: a five-stage pipeline (latch, partial products of the span, a
-    copy of them in fabric registers, their sum, compare). The last stage also sets up the
-    command's first row for the issuer.
+    """Classify commands: a six-stage pipeline (latch, partial products of the span, a
+    copy of them in fabric registers, their sum, the comparisons, the output). Beside
+    them, stages 3 to 5 set up the command's first row for the issuer.
 
     ``out.kind`` is ``NONE`` for ``rows == 0`` or ``row_bytes == 0``, ``ZERO`` when a byte
     of the command lies outside the window or past the address space, else ``BUS``.
@@ -308,10 +308,11 @@ class _CommandCheck(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        a = self._cfg.addr_width
+        cfg = self._cfg
+        a, sz = cfg.addr_width, cfg.size_log2
         cmd, out = self.cmd, self.out
 
-        n = 4
+        n = 5
         valid = [Signal(name=f"s{k}_valid") for k in range(1, n + 1)]
         st = [Signal(command_layout(a), name=f"s{k}") for k in range(1, n + 1)]
         move = [Signal(name=f"s{k}_move") for k in range(1, n + 1)]
@@ -322,8 +323,9 @@ class _CommandCheck(wiring.Component):
         # copied into fabric registers (the hard multipliers may be placed far from this
         # logic: the route from them is then all of a stage); the room from the first
         # row's end to the window's end and to the address space's end. Stage 4: the
-        # span, the products' sum. The last stage compares the span with both rooms. No
-        # stage adds more than two numbers or compares more than two.
+        # span, the products' sum. Stage 5: the span compared with both rooms. The
+        # output stage only selects by registered bits. No stage adds more than two
+        # numbers or compares more than two, and none has two carry chains in series.
         accept = Signal()
         m.d.comb += accept.eq(cmd.valid & cmd.ready)
         rows_m1 = (cmd.payload.rows - 1)[:16]
@@ -349,18 +351,20 @@ class _CommandCheck(wiring.Component):
             cmd.ready.eq(~self.flush & ~Cat(*valid).all()),
         ]
         last = st[n - 1]                  # the stage the output loads from
-        bad = _is_zero(last.rows) | _is_zero(last.row_bytes)
-        # The last row ends past the window (or past the address space, which is
-        # outside anyway) iff the span exceeds the room.
-        below_3, below_4 = Signal(), Signal()
+        below_3, below_4, below_5 = Signal(), Signal(), Signal()
         room_w3, room_a3 = Signal.like(room_w), Signal.like(room_a)
-        outside = below_4 | (span > room_a) | (span > room_w)
-        # The first row's set-up, for the issuer (which sets up the later rows itself).
-        sz = self._cfg.size_log2
+        outside, bad = Signal(), Signal()
+        # The first row's set-up, for the issuer (which sets up the later rows itself):
+        # row_bytes - 1 (stage 3), its carry into the first beat (stage 4), the row's bus
+        # beats (stage 5).
+        rb_m1 = Signal(16)
         lm = Signal(sz)
-        nout_m1 = Signal(self._cfg.row_beats_width)
-        m.d.comb += [lm.eq(last.row_bytes - 1), nout_m1.eq((last.row_bytes - 1) >> sz)]
-        t, left, in_block = _row_setup(m, self._cfg, last.addr, lm, nout_m1, "first_row")
+        m.d.comb += lm.eq(rb_m1[:sz])
+        t_4, t_5 = Signal(sz + 1), Signal(sz + 1)
+        t_next = Signal(sz + 1)
+        m.d.comb += t_next.eq(st[2].addr[:sz] + lm)
+        left, in_block = Signal(cfg.row_beats_width), Signal(cfg.row_beats_width)
+        rb_m1_4, rb_m1_5 = Signal(16), Signal(16)
         with m.If(self.flush):
             m.d.sync += [v.eq(0) for v in valid] + [out.valid.eq(0)]
         with m.Else():
@@ -378,23 +382,40 @@ class _CommandCheck(wiring.Component):
                 m.d.sync += [st[2].eq(st[1]), valid[2].eq(1),
                              lo_3.eq(span_lo), hi_3.eq(span_hi),
                              room_w3.eq(limit - base), room_a3.eq(2 ** a - base),
-                             below_3.eq(below)]
+                             below_3.eq(below), rb_m1.eq(st[1].row_bytes - 1)]
             with m.Elif(move[2]):
                 m.d.sync += valid[2].eq(0)
             with m.If(move[2]):
                 m.d.sync += [st[3].eq(st[2]), valid[3].eq(1),
                              span.eq(lo_3 + (hi_3 << 16)),
-                             room_w.eq(room_w3), room_a.eq(room_a3), below_4.eq(below_3)]
+                             room_w.eq(room_w3), room_a.eq(room_a3), below_4.eq(below_3),
+                             t_4.eq(t_next), rb_m1_4.eq(rb_m1)]
             with m.Elif(move[3]):
                 m.d.sync += valid[3].eq(0)
             with m.If(move[3]):
+                mb = cfg.max_burst
+                m.d.sync += [st[4].eq(st[3]), valid[4].eq(1),
+                             # The last row ends past the window (or past the address
+                             # space, which is outside anyway) iff the span exceeds
+                             # the room.
+                             outside.eq(below_4 | (span > room_a) | (span > room_w)),
+                             bad.eq(_is_zero(st[3].rows) | _is_zero(st[3].row_bytes)),
+                             t_5.eq(t_4), rb_m1_5.eq(rb_m1_4),
+                             left.eq((rb_m1_4 >> sz) + 1 + t_4[sz]),
+                             in_block.eq(mb - st[3].addr[sz:sz + (mb - 1).bit_length()]
+                                         if mb > 1 else 1)]
+            with m.Elif(move[4]):
+                m.d.sync += valid[4].eq(0)
+            with m.If(move[4]):
                 p = out.payload
+                nout5 = Signal(cfg.row_beats_width)
+                m.d.comb += nout5.eq(rb_m1_5 >> sz)
                 m.d.sync += [
                     out.valid.eq(1),
                     p.addr.eq(last.addr), p.rows.eq(last.rows), p.row_bytes.eq(last.row_bytes),
                     p.stride.eq(last.stride),
-                    p.lm.eq(lm), p.nout_m1.eq(nout_m1), p.single.eq(_is_zero(nout_m1)),
-                    p.t.eq(t), p.left.eq(left), p.in_block.eq(in_block),
+                    p.lm.eq(rb_m1_5[:sz]), p.nout_m1.eq(nout5), p.single.eq(_is_zero(nout5)),
+                    p.t.eq(t_5), p.left.eq(left), p.in_block.eq(in_block),
                     p.next_addr.eq(last.addr + last.stride),
                 ]
                 with m.If(bad):

@@ -38,10 +38,10 @@ class Timing:
 
     dram_read_latency: int = 8     #: AR accepted -> first R beat
     dram_write_latency: int = 2    #: last W beat -> B response
-    rd_first: int = 12             #: read command accepted -> first AR (check, issue)
+    rd_first: int = 13             #: read command accepted -> first AR (check, issue)
     rd_done: int = 0               #: last R beat -> completion seen by the client
     rd_gap: int = 1                #: idle address-channel cycles between commands
-    wr_first: int = 6              #: write command accepted -> first W beat possible
+    wr_first: int = 7              #: write command accepted -> first W beat possible
     wr_done: int = 17              #: B response -> completion seen by the store unit
     load_issue: int = 6            #: LOAD taken -> DMA command accepted
     load_inflight: int = 8         #: LOADs in flight in the load unit
