@@ -191,6 +191,7 @@ def _checked_layout(cfg: DmaConfig) -> data.StructLayout:
         "t": s + 1,                # addr % B + lm: its carry is the first row's `extra`
         "left": nbits,             # bus beats of the first row
         "in_block": nbits,         # of them, before the first max_burst boundary
+        "fits": 1,                 # left <= in_block: the first row is one burst
         "next_addr": a,            # the second row's address
     })
 
@@ -351,7 +352,7 @@ class _CommandCheck(wiring.Component):
             cmd.ready.eq(~self.flush & ~Cat(*valid).all()),
         ]
         last = st[n - 1]                  # the stage the output loads from
-        below_3, below_4, below_5 = Signal(), Signal(), Signal()
+        below_3, below_4 = Signal(), Signal()
         room_w3, room_a3 = Signal.like(room_w), Signal.like(room_a)
         outside, bad = Signal(), Signal()
         # The first row's set-up, for the issuer (which sets up the later rows itself):
@@ -416,6 +417,7 @@ class _CommandCheck(wiring.Component):
                     p.stride.eq(last.stride),
                     p.lm.eq(rb_m1_5[:sz]), p.nout_m1.eq(nout5), p.single.eq(_is_zero(nout5)),
                     p.t.eq(t_5), p.left.eq(left), p.in_block.eq(in_block),
+                    p.fits.eq(left <= in_block),
                     p.next_addr.eq(last.addr + last.stride),
                 ]
                 with m.If(bad):
@@ -469,40 +471,59 @@ class _BurstIssuer(wiring.Component):
         nout_m1 = Signal(nbits)
         single = Signal()                 # nout_m1 == 0
         lm = Signal(s)                    # (row_bytes - 1) % B
-        beat = Signal(a - s)              # beat address of the next burst
-        beats_left = Signal(nbits)        # bus beats of the current row not yet issued
+        # The current row: the next burst's beat address, the row's bus beats not yet
+        # issued, the beats before the next max_burst boundary (`in_block`, and
+        # `in_block + max_burst`), whether the next burst ends the row, its byte offsets.
+        beat = Signal(a - s)
+        beats_left = Signal(nbits)
+        in_block = Signal(nbits, init=mb)
+        reach_bits = max(nbits, (2 * mb).bit_length())
+        reach = Signal(reach_bits, init=2 * mb)
+        row_end = Signal()
         o = Signal(s)
         tail = Signal(s)
         extra = Signal()
         row_first = Signal()              # the next burst is the first of its row
-        nxt = Signal(a)                   # start address of the next row
+        # The next row, set up while the current one issues (so a row's end takes it from
+        # registers, with no arithmetic behind the issue decision), and the start address
+        # of the row after it.
+        nx_beat = Signal(a - s)
+        nx_left = Signal(nbits)
+        nx_in_block = Signal(nbits)
+        nx_o, nx_tail = Signal(s), Signal(s)
+        nx_extra = Signal()
+        nxt = Signal(a)
 
-        def load_row(addr, lm_, nout_m1_):
-            t, left, first_block = _row_setup(m, cfg, addr, lm_, nout_m1_, "row")
-            return [
-                beat.eq(addr[s:]), o.eq(addr[:s]), extra.eq(t[s]), in_block.eq(first_block),
-                tail.eq(t[:s] if self._write else lm_),
-                beats_left.eq(left), row_first.eq(1),
-            ]
+        def set_up_next(addr, lm_, nout_m1_, name):
+            """Statements setting up the row at ``addr`` as the next one (its arithmetic
+            is computed outside any condition: the decisions only enable the loads)."""
+            t, left, first_block = _row_setup(m, cfg, addr, lm_, nout_m1_, name)
+            return [nx_beat.eq(addr[s:]), nx_o.eq(addr[:s]), nx_extra.eq(t[s]),
+                    nx_in_block.eq(first_block), nx_left.eq(left),
+                    nx_tail.eq(t[:s] if self._write else lm_)]
+
+        from_nxt = set_up_next(nxt, lm, nout_m1, "row_after_next")
+        from_cmd = set_up_next(c.next_addr, c.lm, c.nout_m1, "second_row")
 
         # Widths match wherever two signals are compared (Verilator -Wall).
-        # Beats left before the next max_burst boundary: a register kept beside `beat`
-        # (set with each row's first beat; a burst that stops at the boundary leaves
-        # max_burst), so no subtraction precedes the burst's length. The length and the
-        # row end follow from registers by one comparison; whether the burst may go does
-        # not wait for them (`credit_ok` is the parent's).
+        # The burst's length and whether it ends the row come from registers: `row_end`
+        # is kept for the next burst as each one issues. A burst that goes on in its row
+        # leaves `beats_left - in_block` beats and a whole block, so the next one ends
+        # the row iff `beats_left <= in_block + max_burst` (`reach`); a row's end loads
+        # the next row, which ends with its first burst iff its beats fit its first
+        # block. Both comparisons read registers only; the issue decision selects.
         # The next state is computed as if the burst stopped at the boundary, beside the
-        # comparison rather than behind it: a burst that ends its row leaves `beat` and
+        # decision rather than behind it: a burst that ends its row leaves `beat` and
         # `beats_left` to the next row's set-up (or to the next command), so only the
         # burst's length selects by the row end, between two registers minus one.
-        in_block = Signal(nbits, init=mb)
         blen = Signal(nbits)
-        row_end = Signal()
         left_m1, block_m1 = Signal(nbits), Signal(nbits)
+        cont_end, next_fits = Signal(), Signal()
         m.d.comb += [
-            row_end.eq(beats_left <= in_block),
             blen.eq(Mux(row_end, beats_left, in_block)),
             left_m1.eq(beats_left - 1), block_m1.eq(in_block - 1),
+            cont_end.eq(Cat(beats_left, Const(0, reach_bits - nbits)) <= reach),
+            next_fits.eq(nx_left <= nx_in_block),
         ]
 
         bus_ok = Signal()
@@ -535,14 +556,21 @@ class _BurstIssuer(wiring.Component):
                 beats_left.eq(beats_left - in_block),
                 row_first.eq(0),
                 in_block.eq(mb),     # the row goes on from a max_burst boundary
+                reach.eq(2 * mb),
+                row_end.eq(cont_end),
             ]
             with m.If(row_end):
                 m.d.sync += rows_left.eq(rows_left - 1)
                 with m.If(rows_left == 1):
                     m.d.sync += self.busy.eq(0)
                 with m.Else():
-                    m.d.sync += load_row(nxt, lm, nout_m1)
-                    m.d.sync += nxt.eq(nxt + stride)
+                    m.d.sync += [
+                        beat.eq(nx_beat), o.eq(nx_o), extra.eq(nx_extra), tail.eq(nx_tail),
+                        beats_left.eq(nx_left), in_block.eq(nx_in_block),
+                        reach.eq(nx_in_block + mb), row_end.eq(next_fits), row_first.eq(1),
+                        *from_nxt,
+                        nxt.eq(nxt + stride),
+                    ]
         with m.Elif(ax.ready):
             m.d.sync += ax.valid.eq(0)
 
@@ -553,14 +581,18 @@ class _BurstIssuer(wiring.Component):
 
         with m.If(self.cmd.valid & self.cmd.ready):
             # The first row as the check set it up: no arithmetic here, so none is shared
-            # with the next row's set-up behind the accept decision.
+            # with the next row's set-up behind the accept decision. The second row is
+            # set up from the check's registers, and `nxt` becomes the third row's start.
             m.d.sync += [
                 self.busy.eq(1), kind.eq(c.kind), err.eq(c.err), rows_left.eq(c.rows),
                 stride.eq(c.stride), nout_m1.eq(c.nout_m1), single.eq(c.single),
-                lm.eq(c.lm), nxt.eq(c.next_addr),
+                lm.eq(c.lm),
                 beat.eq(c.addr[s:]), o.eq(c.addr[:s]), extra.eq(c.t[s]),
-                in_block.eq(c.in_block), tail.eq(c.t[:s] if self._write else c.lm),
+                in_block.eq(c.in_block), reach.eq(c.in_block + mb), row_end.eq(c.fits),
+                tail.eq(c.t[:s] if self._write else c.lm),
                 beats_left.eq(c.left), row_first.eq(1),
+                *from_cmd,
+                nxt.eq(c.next_addr + c.stride),
             ]
             # Zero-filled and dropped rows are whole stream beats; no byte offsets apply.
             with m.If(c.kind != _Kind.BUS):
