@@ -14,8 +14,8 @@ Ports follow each register's access type in :data:`llmchip.sw.regs.REGISTERS`:
 
 Accesses to unmapped offsets complete with SLVERR (reads return 0); writes to read-only
 registers are ignored with OKAY. One transaction per direction is in flight at a time; a
-read's data is valid two cycles after its address is taken (the address is registered
-before the read multiplexer).
+read's data is valid three cycles after its address is taken (the address is decoded into
+registers, then the value is selected in two register stages).
 
 Registers inside an optional *window* of offsets belong to another block (the DVFS
 controller): they get no storage here; accesses to them go out on ``ext_*`` (word offset
@@ -26,7 +26,7 @@ at all (a block left out of this configuration): their offsets answer like unmap
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -181,14 +181,16 @@ class CsrBlock(wiring.Component):
                 with m.If(hit):
                     m.d.sync += getattr(self, _port(r.name)).eq(wdata)
 
-        # -- reads: latch the address, then register the value, hold it until taken ----
-        # The address is registered first (`r_sel`), so the port's handshake and the
-        # decode of a fresh address do not both stand in front of the read multiplexer.
+        # -- reads: decode the address, select in two register stages, hold until taken --
+        # A read takes three cycles: the address is decoded into one bit per register
+        # (`r_hit`, registered), groups of registers are selected by AND-OR into
+        # registers (`r_group`), and the groups are ORed into `rdata`. No stage has more
+        # than the port's handshake with a decode, or a few LUT levels of AND-OR.
         r_pending = Signal()
-        r_sel = Signal()
+        r_sel = Signal()      # r_hit holds a decoded address
+        r_or = Signal()       # r_group holds its groups
         r_take = Signal()
         raddr = bus.araddr[2:ADDR_WIDTH]
-        r_addr = Signal.like(raddr)
         r_ok = 1
         if window is not None:
             # Window accesses share the ext_* port: a read waits for its answer, and while
@@ -199,7 +201,7 @@ class CsrBlock(wiring.Component):
                          ext_r.eq(raddr[bits:] == window[0] >> (bits + 2))]
             r_ok = ~ext_wait & ~(ext_r & ext_w)
         m.d.comb += [
-            r_take.eq(bus.arvalid & ~r_pending & ~r_sel & r_ok),
+            r_take.eq(bus.arvalid & ~r_pending & ~r_sel & ~r_or & r_ok),
             bus.arready.eq(r_take),
             bus.rvalid.eq(r_pending),
         ]
@@ -227,22 +229,35 @@ class CsrBlock(wiring.Component):
             with m.If(ext_wait):
                 m.d.sync += [r_pending.eq(1), rdata.eq(self.ext_rdata),
                              rresp.eq(AxiResp.OKAY)]
+        readable = list(own)
+        r_hit = Signal(len(readable))
         m.d.sync += r_sel.eq(r_own)
         with m.If(r_own):
-            m.d.sync += r_addr.eq(raddr)
-        # The value is sampled in the cycle after the address was taken; reading X_LO
-        # latches X_HI in that same cycle.
+            m.d.sync += r_hit.eq(Cat(raddr == r.offset >> 2 for r in readable))
+        # Each bit of a group is an OR of up to `group` AND terms.
+        group = 8
+        groups = [readable[i:i + group] for i in range(0, len(readable), group)]
+        r_group = [Signal(32, name=f"r_group{g}") for g in range(len(groups))]
+        r_miss2 = Signal()
+        m.d.sync += r_or.eq(r_sel)
         with m.If(r_sel):
-            m.d.sync += r_pending.eq(1)
-            with m.Switch(r_addr):
-                for r in own:
-                    with m.Case(r.offset >> 2):
-                        m.d.sync += rresp.eq(AxiResp.OKAY)
-                        m.d.sync += rdata.eq(self._read_value(r, pairs, hi_latch))
-                with m.Default():
-                    m.d.sync += [rdata.eq(0), rresp.eq(AxiResp.SLVERR)]
+            m.d.sync += r_miss2.eq(~r_hit.any())     # unmapped: SLVERR, reads 0
+            for g, regs_g in enumerate(groups):
+                terms = [Mux(r_hit[readable.index(r)], self._read_value(r, pairs, hi_latch), 0)
+                         for r in regs_g]
+                value = terms[0]
+                for t in terms[1:]:
+                    value = value | t
+                m.d.sync += r_group[g].eq(value)
+        with m.If(r_or):
+            value = r_group[0]
+            for v in r_group[1:]:
+                value = value | v
+            m.d.sync += [r_pending.eq(1), rdata.eq(value),
+                         rresp.eq(Mux(r_miss2, AxiResp.SLVERR, AxiResp.OKAY))]
+        # Reading X_LO latches X_HI in the cycle its value is selected.
         for base, (lo, _) in pairs.items():
-            with m.If(r_sel & (r_addr == lo.offset >> 2)):
+            with m.If(r_sel & r_hit[readable.index(lo)]):
                 m.d.sync += hi_latch[base].eq(getattr(self, _port(base))[32:])
 
         enable = self.irq_enable
