@@ -307,19 +307,20 @@ class Accelerator(wiring.Component):
         wiring.connect(m, arb.fetch_data, cp.rd_data)
         wiring.connect(m, arb.fetch_done, cp.rd_done)
         sliced("load_cmd_slice", lu.rd_cmd, arb.load_cmd)
-        # The load unit's `ready` depends on its row state; through a slice it no longer
-        # reaches the arbiter and the DMA's output stage. Its completions pass a slice too,
-        # behind their command's data.
-        load_slices = unit("load_slices", DataDoneSlices(arb.load_data.payload.shape(),
-                                                         arb.load_done.payload.shape()))
-        wiring.connect(m, arb.load_data, load_slices.data_i)
-        wiring.connect(m, arb.load_done, load_slices.done_i)
-        wiring.connect(m, load_slices.data_o, lu.rd_data)
-        wiring.connect(m, load_slices.done_o, lu.rd_done)
-        slices.append(load_slices.holding)
+        wiring.connect(m, arb.load_data, lu.rd_data)
+        wiring.connect(m, arb.load_done, lu.rd_done)
         wiring.connect(m, arb.rd_cmd, dma.rd_cmd)
-        wiring.connect(m, dma.rd_data, arb.rd_data)
-        completions(dma.rd_done, arb.rd_done)
+        # The DMA's read data and completions reach the arbiter through slices, the
+        # completions behind their command's data: the DMA's `ready`s come from registers,
+        # not through the arbiter's owner queues and a client's decision. (The load unit
+        # takes beats through an input slice of its own; fetch always takes them.)
+        rd_slices = unit("rd_slices", DataDoneSlices(dma.rd_data.payload.shape(),
+                                                     dma.rd_done.payload.shape()))
+        wiring.connect(m, dma.rd_data, rd_slices.data_i)
+        completions(dma.rd_done, rd_slices.done_i)
+        wiring.connect(m, rd_slices.data_o, arb.rd_data)
+        wiring.connect(m, rd_slices.done_o, arb.rd_done)
+        slices.append(rd_slices.holding)
         m.d.comb += [dma.window_base.eq(csr.dram_base),
                      dma.window_size.eq(csr.dram_size)]
 

@@ -34,8 +34,8 @@ SP_ROWS, ACC_ROWS, PARAM_ROWS = 256, 16, 4
 
 class ReadPath(Elaboratable):
     """The accelerator's read path: load unit and a fetch port, arbiter, DMA, with the
-    accelerator's register slices (the load unit's commands into the arbiter; its data and
-    completions)."""
+    accelerator's register slices (the load unit's commands into the arbiter; the DMA's
+    data and completions into the arbiter)."""
 
     def __init__(self, cfg: AcceleratorConfig):
         self.cfg = cfg
@@ -43,24 +43,24 @@ class ReadPath(Elaboratable):
         self.arb = ReadArbiter(cfg.bus_bytes, 32, self.dma.config.max_pending)
         self.lu = LoadUnit(cfg, SP_ROWS, ACC_ROWS, PARAM_ROWS, cfg.bus_bytes, 32)
         self.cmd_slice = RegisterSlice(self.arb.load_cmd.payload.shape())
-        self.load_slices = DataDoneSlices(self.arb.load_data.payload.shape(),
-                                          self.arb.load_done.payload.shape())
+        self.rd_slices = DataDoneSlices(self.dma.rd_data.payload.shape(),
+                                        self.dma.rd_done.payload.shape())
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.dma, m.submodules.arb, m.submodules.lu = dma, arb, lu = \
             self.dma, self.arb, self.lu
         m.submodules.cmd_slice = cmd_slice = self.cmd_slice
-        m.submodules.load_slices = load_slices = self.load_slices
+        m.submodules.rd_slices = rd_slices = self.rd_slices
         wiring.connect(m, lu.rd_cmd, cmd_slice.i)
         wiring.connect(m, cmd_slice.o, arb.load_cmd)
-        wiring.connect(m, arb.load_data, load_slices.data_i)
-        wiring.connect(m, arb.load_done, load_slices.done_i)
-        wiring.connect(m, load_slices.data_o, lu.rd_data)
-        wiring.connect(m, load_slices.done_o, lu.rd_done)
+        wiring.connect(m, arb.load_data, lu.rd_data)
+        wiring.connect(m, arb.load_done, lu.rd_done)
         wiring.connect(m, arb.rd_cmd, dma.rd_cmd)
-        wiring.connect(m, dma.rd_data, arb.rd_data)
-        wiring.connect(m, dma.rd_done, arb.rd_done)
+        wiring.connect(m, dma.rd_data, rd_slices.data_i)
+        wiring.connect(m, dma.rd_done, rd_slices.done_i)
+        wiring.connect(m, rd_slices.data_o, arb.rd_data)
+        wiring.connect(m, rd_slices.done_o, arb.rd_done)
         return m
 
 
@@ -135,7 +135,7 @@ def run(top: ReadPath, mem: bytes, program, *, rng, latency=0, slverr=(), bus_p=
                 in_flight[name] += (g(cmd.valid) and g(cmd.ready)) - (g(done.valid)
                                                                        and g(done.ready))
             out["overlap"] += in_flight["fetch"] > 0 and in_flight["load"] > 0
-            busy = g(lu.busy) or g(top.cmd_slice.holding) or g(top.load_slices.holding)
+            busy = g(lu.busy) or g(top.cmd_slice.holding) or g(top.rd_slices.holding)
             idle = g(dma.idle)
             await ctx.tick()
 
