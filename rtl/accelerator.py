@@ -230,9 +230,10 @@ class Accelerator(wiring.Component):
         su = unit("store", StoreUnit(cfg, cfg.acc_rows, cfg.param_rows, B, ADDR_BITS,
                                      prechecked=True))
         # Each queue carries its instructions' operand checks, computed on the way into the
-        # queue: for the execute unit, its dispatch flags (a five-stage pipeline: the
+        # queue: for the execute unit, its dispatch flags (a six-stage pipeline: the
         # check's factors, the multipliers' operands, their products, a copy of them in
-        # fabric registers, then the range comparisons and the decoding); for the load and
+        # fabric registers, the range checks' sums, then their comparisons and the
+        # decoding); for the load and
         # store units, the check itself in two stages (the last row's address, then its
         # comparison).
         cp = unit("cmdproc", CommandProcessor(

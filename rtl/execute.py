@@ -136,68 +136,98 @@ class OperandTermsPipeline:
         return _terms(self.config, span, a_last, w_end[1])
 
 
-def dispatch_flags(config: AcceleratorConfig, sp_rows: int, acc_rows: int,
-                   payload) -> Value:
-    """The execute unit's dispatch flags (``FLAGS_LAYOUT``) of ``payload``, an
-    instruction with its :func:`operand_terms` above it, for a scratchpad of ``sp_rows``
-    and an accumulator of ``acc_rows`` rows. Pure expressions: with ``prechecked``, the
-    instruction's queue computes them (:class:`DispatchFlagsPipeline`)."""
+def _sums(config: AcceleratorConfig, payload) -> dict:
+    """The two-operand sums of the range checks of ``payload`` (an instruction with its
+    :func:`operand_terms` above it): a stage of :class:`DispatchFlagsPipeline`."""
     layout = terms_layout(config)
     word = payload[:isa.INSN_BITS]
     terms = data.View(layout, payload[isa.INSN_BITS:][:layout.size])
-    op = word[:4]
     mm = data.View(isa.layout(isa.Opcode.MATMUL), word)
     lw = data.View(isa.layout(isa.Opcode.LOAD_W), word)
+    return {"lw_end": lw.sp_addr + terms.span,      # LOAD_W's last row + 1
+            "mm_a": mm.sp_addr + terms.a_last,      # MATMUL: its last step's first row
+            "span": terms.span,
+            "acc_end": mm.acc_addr + mm.rows,
+            "w_end": mm.w_addr + terms.w_end}
+
+
+def _sums_layout(config: AcceleratorConfig) -> data.StructLayout:
+    """As wide as each sum (Amaranth arithmetic widens): no sum is truncated."""
+    payload = Signal(isa.INSN_BITS + terms_layout(config).size)
+    return data.StructLayout({name: len(v) for name, v in _sums(config, payload).items()})
+
+
+def _flag_sums(config: AcceleratorConfig, payload) -> Value:
+    return Cat(*_sums(config, payload).values())
+
+
+def _flags_of_sums(config: AcceleratorConfig, sp_rows: int, acc_rows: int, word,
+                   sums) -> Value:
+    """The dispatch flags of ``word`` from its :func:`_flag_sums`."""
+    v = data.View(_sums_layout(config), sums)
+    op = word[:4]
+    mm = data.View(isa.layout(isa.Opcode.MATMUL), word)
     is_mm = op == isa.Opcode.MATMUL
     is_lw = op == isa.Opcode.LOAD_W
     looped = is_mm & (mm.k_steps != 0)
-    # Every range: start + (count - 1) * stride < size, with the products from
-    # `terms`; Amaranth arithmetic widens, never wraps. A loop is checked whole before
+    # Every range: start + (count - 1) * stride < size. A loop is checked whole before
     # its first step: addresses grow with the step, so its last step bounds every other.
-    lw_ok = lw.sp_addr + terms.span < sp_rows
+    lw_ok = v.lw_end < sp_rows
     mm_ok = ((mm.rows != 0)
-             & (mm.sp_addr + terms.a_last + terms.span < sp_rows)
-             & (mm.acc_addr + mm.rows <= acc_rows)
-             & (~looped | (mm.w_addr + terms.w_end <= sp_rows)))
+             & (v.mm_a + v.span < sp_rows)
+             & (v.acc_end <= acc_rows)
+             & (~looped | (v.w_end <= sp_rows)))
     flags = {"is_lw": is_lw, "is_mm": is_mm, "looped": looped,
              "one_step": mm.k_steps == 1, "ok": Mux(is_lw, lw_ok, mm_ok),
              "rows_any": mm.rows != 0, "rows_one": mm.rows == 1}
     return Cat(*(flags[name] for name, _ in FLAGS_LAYOUT))
 
 
+def dispatch_flags(config: AcceleratorConfig, sp_rows: int, acc_rows: int,
+                   payload) -> Value:
+    """The execute unit's dispatch flags (``FLAGS_LAYOUT``) of ``payload``, an
+    instruction with its :func:`operand_terms` above it, for a scratchpad of ``sp_rows``
+    and an accumulator of ``acc_rows`` rows. Pure expressions: with ``prechecked``, the
+    instruction's queue computes them (:class:`DispatchFlagsPipeline`)."""
+    return _flags_of_sums(config, sp_rows, acc_rows, payload[:isa.INSN_BITS],
+                          _flag_sums(config, payload))
+
+
 class DispatchFlagsPipeline:
-    """The execute unit's dispatch flags (:func:`dispatch_flags`) as a five-stage
+    """The execute unit's dispatch flags (:func:`dispatch_flags`) as a six-stage
     pipeline, for a queue's side bits (see :class:`~llmchip.rtl.cmdproc.CommandProcessor`):
     the three stages of :class:`OperandTermsPipeline`; a copy of the terms in fabric
     registers (the hard multipliers may be placed far away: the route from them is then
-    a stage of its own); the range comparisons and the decoding into a register. The word
-    follows the terms through a delay line of its own (Yosys merges it with the queue's
-    identical one). Its output is the flags of the word five cycles before; an
-    :class:`ExecuteUnit` with the same memory sizes takes them with ``prechecked=True``."""
+    a stage of its own); the range checks' two-operand sums; their comparisons and the
+    decoding into a register. The word follows the terms through a delay line of its own
+    (Yosys merges it with the queue's identical one). Its output is the flags of the word
+    six cycles before; an :class:`ExecuteUnit` with the same memory sizes takes them with
+    ``prechecked=True``."""
 
     def __init__(self, config: AcceleratorConfig, sp_rows: int, acc_rows: int):
         self.config, self.sp_rows, self.acc_rows = config, sp_rows, acc_rows
         self.terms = OperandTermsPipeline(config)
-        self.latency = self.terms.latency + 2
-
-    def _flags(self, payload) -> Value:
-        return dispatch_flags(self.config, self.sp_rows, self.acc_rows, payload)
+        self.latency = self.terms.latency + 3
 
     def __call__(self, word) -> Value:
-        return self._flags(Cat(word, self.terms(word)))
+        return dispatch_flags(self.config, self.sp_rows, self.acc_rows,
+                              Cat(word, self.terms(word)))
 
     def build(self, m: Module, platform, word) -> Value:
         """Return the flags of ``word`` :attr:`latency` cycles later, built in ``m``."""
         far = self.terms.build(m, platform, word)
         terms = Signal(len(far), name="terms_near")
         m.d.sync += terms.eq(far)
-        delayed = word
+        delayed = [word]
         for k in range(self.latency - 1):
             reg = Signal(len(word), name=f"flags_word{k}")
-            m.d.sync += reg.eq(delayed)
-            delayed = reg
+            m.d.sync += reg.eq(delayed[-1])
+            delayed.append(reg)
+        sums = Signal(_sums_layout(self.config), name="flag_sums")
+        m.d.sync += sums.eq(_flag_sums(self.config, Cat(delayed[-2], terms)))
         flags = Signal(FLAGS_LAYOUT, name="dispatch_flags")
-        m.d.sync += flags.eq(self._flags(Cat(delayed, terms)))
+        m.d.sync += flags.eq(_flags_of_sums(self.config, self.sp_rows, self.acc_rows,
+                                            delayed[-1], sums))
         return flags.as_value()
 
 

@@ -49,7 +49,7 @@ class Timing:
     fetch_gap: int = 3             #: fetch completion -> next fetch may be decided
     dispatch: int = 5              #: instruction in the buffer -> in its queue
     ld_terms: int = 2              #: extra cycles an instruction takes into its queue:
-    ex_terms: int = 5              #: its operand check's pipeline (load, execute, store)
+    ex_terms: int = 6              #: its operand check's pipeline (load, execute, store)
     st_terms: int = 2
     take: int = 1                  #: instruction at a queue head -> taken by its unit
     w_first: int = 6               #: weight tile start -> first weight row in the array

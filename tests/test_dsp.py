@@ -149,7 +149,7 @@ def test_pe_ecp5_equals_portable(seed, tmp_path):
 @pytest.mark.parametrize("kind", ["terms", "flags"])
 def test_execute_pipelines_match_their_expressions(kind, seed):
     """``latency`` cycles after a word, the operand-terms pipeline gives that word's
-    operand terms (three cycles) and the dispatch-flags pipeline its dispatch flags (five).
+    operand terms (three cycles) and the dispatch-flags pipeline its dispatch flags (six).
     Half the words are MATMUL or LOAD_W with small fields, so the range checks go both
     ways."""
     cfg = AcceleratorConfig(rows=4, cols=4)
@@ -158,7 +158,7 @@ def test_execute_pipelines_match_their_expressions(kind, seed):
         assert pipe.latency == 3
     else:
         pipe = DispatchFlagsPipeline(cfg, 64, 32)
-        assert pipe.latency == 5
+        assert pipe.latency == 6
 
     class Top(wiring.Component):
         def __init__(self):
