@@ -136,6 +136,14 @@ class OperandTermsPipeline:
         return _terms(self.config, span, a_last, w_end[1])
 
 
+def _below(value, size: int) -> Value:
+    """``0 <= value < size``; for a power of two, a test of the high bits (no carry
+    chain)."""
+    if size & (size - 1) == 0 and not value.shape().signed:
+        return ~value[size.bit_length() - 1:].any()
+    return (value >= 0) & (value < size) if value.shape().signed else value < size
+
+
 def _sums(config: AcceleratorConfig, payload) -> dict:
     """The two-operand sums of the range checks of ``payload`` (an instruction with its
     :func:`operand_terms` above it): a stage of :class:`DispatchFlagsPipeline`."""
@@ -147,8 +155,10 @@ def _sums(config: AcceleratorConfig, payload) -> dict:
     return {"lw_end": lw.sp_addr + terms.span,      # LOAD_W's last row + 1
             "mm_a": mm.sp_addr + terms.a_last,      # MATMUL: its last step's first row
             "span": terms.span,
-            "acc_end": mm.acc_addr + mm.rows,
-            "w_end": mm.w_addr + terms.w_end}
+            # The last rows (negative for rows == 0 or an empty loop, which the
+            # flags refuse by other terms).
+            "acc_last": mm.acc_addr + mm.rows - 1,
+            "w_last": mm.w_addr + terms.w_end - 1}
 
 
 def _sums_layout(config: AcceleratorConfig) -> data.StructLayout:
@@ -172,11 +182,11 @@ def _flags_of_sums(config: AcceleratorConfig, sp_rows: int, acc_rows: int, word,
     looped = is_mm & (mm.k_steps != 0)
     # Every range: start + (count - 1) * stride < size. A loop is checked whole before
     # its first step: addresses grow with the step, so its last step bounds every other.
-    lw_ok = v.lw_end < sp_rows
+    lw_ok = _below(v.lw_end, sp_rows)
     mm_ok = ((mm.rows != 0)
-             & (v.mm_a + v.span < sp_rows)
-             & (v.acc_end <= acc_rows)
-             & (~looped | (v.w_end <= sp_rows)))
+             & _below(v.mm_a + v.span, sp_rows)
+             & _below(v.acc_last, acc_rows)
+             & (~looped | _below(v.w_last, sp_rows)))
     flags = {"is_lw": is_lw, "is_mm": is_mm, "looped": looped,
              "one_step": mm.k_steps == 1, "ok": Mux(is_lw, lw_ok, mm_ok),
              "rows_any": mm.rows != 0, "rows_one": mm.rows == 1}

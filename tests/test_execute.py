@@ -163,6 +163,9 @@ def test_tiles_stream_back_to_back(rng):
     # K loops are checked whole: weights, activations of the last step, accumulator rows.
     (isa.encode("matmul", sp_addr=0, rows=2, acc_addr=0, k_steps=3, w_addr=60),
      ExecError.BAD_OPERAND),
+    # One weight row past the end (59 + 3 * 2 = 65 > 64).
+    (isa.encode("matmul", sp_addr=0, rows=2, acc_addr=0, k_steps=3, w_addr=59),
+     ExecError.BAD_OPERAND),
     (isa.encode("matmul", sp_addr=40, rows=2, acc_addr=0, k_steps=3, w_addr=0, a_step=12),
      ExecError.BAD_OPERAND),
     (isa.encode("matmul", sp_addr=0, rows=4, acc_addr=29, k_steps=2, w_addr=0),
