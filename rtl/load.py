@@ -246,8 +246,12 @@ class LoadUnit(wiring.Component):
         # can refuse a row (the array's results have priority there).
         m.submodules.acc_slice = acc_slice = RegisterSlice(self.acc_l.payload.shape())
         wiring.connect(m, acc_slice.o, wiring.flipped(self.acc_l))
-        m.d.comb += beat.ready.eq(head_ok & (~row_end | (mem != isa.Mem.ACCUMULATOR)
-                                                     | acc_slice.i.ready))
+        # An accumulator row's beats are taken only while the slice can take a row, not
+        # only its last one: `ready` then comes from registers alone (the row state that
+        # finds the row's end does not reach the input slice), and a refused row waits
+        # at most the beats of one row longer.
+        m.d.comb += beat.ready.eq(head_ok & ((mem != isa.Mem.ACCUMULATOR)
+                                             | acc_slice.i.ready))
         beat_fire = Signal()
         m.d.comb += beat_fire.eq(beat.valid & beat.ready)
         # `buf` follows `row` in every cycle: the bytes of beats already taken (`past`)
