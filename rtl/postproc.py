@@ -6,7 +6,7 @@ the exact rule is :func:`llmchip.sw.golden.requantize` and ``docs/requant.md``.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -58,18 +58,19 @@ class PostProcessor(wiring.Component):
       plain inputs, read while a row passes through the pipeline, so they must be held
       stable from the cycle a row is accepted on ``i`` until it is taken from ``o``.
 
-    Timing: a nine-stage pipeline (bias add | the multipliers' operands | four 16 x 16
+    Timing: a ten-stage pipeline (bias add | the multipliers' operands | four 16 x 16
     partial products, one hard multiplier each | the products copied into fabric
-    registers | their sum | the shift | the rounding increment | the zero point |
-    saturation), every stage registered, so no stage holds more than one multiplier, one
-    shifter or one wide carry chain with a little logic. The multipliers' operand and
+    registers | their sum | the shift by whole bytes | the shift by the remaining 0 to 7
+    bits | the rounding increment | the zero point | saturation), every stage registered,
+    so no stage holds more than one multiplier, three levels of a shifter or one wide
+    carry chain with a little logic. The multipliers' operand and
     product stages are the hard multipliers' own registers on ECP5
     (:func:`~llmchip.rtl.dsp.registered_product`), so the paths into and out of the DSP
     column are routing alone (the copy takes the route from a far multiplier out of the
     sum's stage). With ``o.ready`` high, a row accepted on ``i`` in cycle ``t`` is valid
-    on ``o`` in cycle ``t + 9`` (:attr:`latency`), and a row is accepted every cycle.
+    on ``o`` in cycle ``t + 10`` (:attr:`latency`), and a row is accepted every cycle.
     ``o.valid`` comes straight from a register.
-    ``i.ready`` is low only while all nine stages hold rows and ``o.ready`` is low, so it
+    ``i.ready`` is low only while all ten stages hold rows and ``o.ready`` is low, so it
     depends combinationally on ``o.ready``; a client that never stalls ``o`` (``o.ready``
     tied high) gets a pipeline without that chain. While ``o`` is stalled, its row stays
     unchanged and the stages behind it keep their rows and fill their gaps, so no row is
@@ -77,7 +78,7 @@ class PostProcessor(wiring.Component):
     """
 
     #: Cycles from a row's acceptance on ``i`` to its appearance on ``o``, unstalled.
-    latency = 9
+    latency = 10
 
     def __init__(self, lanes: int, acc_width: int = 32, out_width: int = 8):
         _check_min(self, "lanes", lanes, 1)
@@ -134,7 +135,7 @@ class PostProcessor(wiring.Component):
         ecp5 = is_ecp5(platform)
         for j in range(self.lanes):
             x = Signal(signed(32), name=f"x{j}")
-            s = Signal(range(MAX_SHIFT + 1), name=f"s{j}")   # read by stage 6
+            s = Signal(range(MAX_SHIFT + 1), name=f"s{j}")   # read by stages 6 and 7
             m.d.sync += s.eq(Mux(self.shift[j] > MAX_SHIFT, MAX_SHIFT, self.shift[j]))
             # x * mult = (xh * 2**16 + xl) * (mh * 2**16 + ml), each factor at most 17 bits
             # signed: one 18 x 18 multiplier per partial product. Its operand registers
@@ -150,6 +151,7 @@ class PostProcessor(wiring.Component):
             p = Signal(signed(63), name=f"p{j}")
             y = Signal(signed(63), name=f"y{j}")
             twice = Signal(signed(64), name=f"twice{j}")
+            coarse = Signal(signed(64), name=f"coarse{j}")
             shifted = Signal(signed(64), name=f"shifted{j}")
             z = Signal(signed(64), name=f"z{j}")
             fits = Signal(name=f"fits{j}")
@@ -172,13 +174,15 @@ class PostProcessor(wiring.Component):
                 m.d.sync += p.eq((near["hh"] << 32) + ((near["lh"] + near["hl"]) << 16)
                                  + near["ll"])
             with m.If(load[6]):
-                m.d.sync += shifted.eq(twice >> s)
+                m.d.sync += coarse.eq(twice >> Cat(Const(0, 3), s[3:]))
             with m.If(load[7]):
-                m.d.sync += y.eq((shifted + 1) >> 1)
+                m.d.sync += shifted.eq(coarse >> s[:3])
             with m.If(load[8]):
+                m.d.sync += y.eq((shifted + 1) >> 1)
+            with m.If(load[9]):
                 # |y| < 2**62 and |zero_point| <= 2**31: no wrap in 64 bits.
                 m.d.sync += z.eq(y + zp)
-            with m.If(load[9]):
+            with m.If(load[10]):
                 # z fits in out_width bits iff its top 65 - out_width bits are all equal;
                 # otherwise its sign says which bound it is past (lo >= the minimum).
                 m.d.sync += out.eq(Mux(fits, Mux(narrow < lo, lo, narrow),

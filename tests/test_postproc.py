@@ -515,7 +515,7 @@ def test_latency_and_full_throughput(rng):
     _check_outputs(groups, outputs)
     assert accepted == list(range(20)), "input stalled without back-pressure"
     assert [c for c, _, _ in outputs] == [c + PostProcessor.latency for c in accepted]
-    assert PostProcessor.latency == 9
+    assert PostProcessor.latency == 10
 
 
 def test_stall_holds_every_stage():
