@@ -946,7 +946,8 @@ class AxiDma(wiring.Component):
         # were all sent (a B response will follow) or commands that need no response.
         # Its writes are not checked against `w_rdy` (at most `mo` bursts are outstanding);
         # a buffered queue holds one entry less while it refills its output register.
-        m.submodules.wr_bursts = bq = SyncFIFOBuffered(width=8, depth=max(2, mo) + 1)
+        # Each entry: the burst's length minus one, and whether that is zero.
+        m.submodules.wr_bursts = bq = SyncFIFOBuffered(width=9, depth=max(2, mo) + 1)
         # Buffered too: the entry at its head, which decides `bready` and the completion,
         # comes from a register rather than through the queue's memory. An entry shows a
         # cycle after its write, still no later than its burst's B response can come (the
@@ -983,17 +984,21 @@ class AxiDma(wiring.Component):
             rowq.w_en.eq(issuer.row.valid),
             issuer.row.ready.eq(rowq.w_rdy),
             # W beats of a burst start only once its address was accepted.
-            bq.w_data.eq(issuer.ax.payload.len),
+            bq.w_data.eq(Cat(issuer.ax.payload.len, issuer.ax.payload.len == 0)),
             bq.w_en.eq(bus.awvalid & bus.awready),
         ]
         m.d.sync += bursts.eq(bursts + issuer.issued - b_fire)
 
         # W path: realign wr_data beats to the DRAM byte address.
         d = _row_layout(cfg)(rowq.r_data)
-        blen_m1 = bq.r_data
+        blen_m1, b_single = bq.r_data[:8], bq.r_data[8]
         wi = _RowIndex(m, d, cfg.row_beats_width, "wi")   # bus beat index in the row
         past_in = Signal()                           # all wr_data beats of the row taken
         wb = Signal(8)                               # beat index in the burst
+        # Whether the beat is its burst's last comes from registers, as for rows
+        # (`_RowIndex`): index zero and the entry's `single` bit, or the index reached
+        # the length.
+        wb_zero, wb_at_last = Signal(init=1), Signal()
         prev = Signal(d_bits)
         w_free = Signal()
         burst_end = Signal()
@@ -1002,7 +1007,7 @@ class AxiDma(wiring.Component):
         needs_in = Signal()
         m.d.comb += [
             w_free.eq(~bus.wvalid | bus.wready),
-            burst_end.eq(wb == blen_m1),
+            burst_end.eq(Mux(wb_zero, b_single, wb_at_last)),
             needs_in.eq(~past_in),
             row_last_in.eq(needs_in & wi.last),
             row_last_bus.eq(Mux(d.extra, past_in, row_last_in)),
@@ -1040,7 +1045,8 @@ class AxiDma(wiring.Component):
             m.d.sync += bus.wvalid.eq(0)
         with m.If(go_bus | go_null):
             m.d.sync += [bus.wvalid.eq(1), bus.wlast.eq(burst_end),
-                         wb.eq(Mux(burst_end, 0, wb + 1))]
+                         wb.eq(Mux(burst_end, 0, wb + 1)), wb_zero.eq(burst_end),
+                         wb_at_last.eq(~burst_end & ((wb + 1)[:8] == blen_m1))]
             with m.If(burst_end):
                 m.d.comb += [bq.r_en.eq(1), cq.w_en.eq(1),
                              resp.last.eq(go_bus & row_last_bus & d.last)]
