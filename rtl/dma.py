@@ -338,9 +338,15 @@ class _CommandCheck(wiring.Component):
         base = Signal(a + 17)             # addr + row_bytes
         below = Signal()
         lo_3, hi_3 = Signal.like(span_lo), Signal.like(span_hi)
-        span = Signal(signed(a + 19))     # never negative; as wide as the rooms (Verilator)
-        room_w = Signal(signed(a + 19))   # limit - base: may be negative
-        room_a = Signal(signed(a + 19))   # 2**a - base
+        # Both rooms are below 2**(a + 2), so a span whose high product alone reaches that
+        # is outside (`big`); otherwise the span needs a + 3 bits (at least 33), and the
+        # comparisons are that wide rather than the span's full 49 bits.
+        cut = a + 2 - 16
+        sw = max(a + 2, 32) + 1
+        span = Signal(signed(sw + 2))      # never negative; as wide as the rooms (Verilator)
+        room_w = Signal(signed(sw + 2))    # limit - base: may be negative
+        room_a = Signal(signed(sw + 2))    # 2**a - base
+        big = Signal()
         limit = Signal(a + 2)             # one past the window (registered; it is set
         #                                   by software before commands come)
         m.d.sync += limit.eq(self.window_base + self.window_size)
@@ -388,7 +394,8 @@ class _CommandCheck(wiring.Component):
                 m.d.sync += valid[2].eq(0)
             with m.If(move[2]):
                 m.d.sync += [st[3].eq(st[2]), valid[3].eq(1),
-                             span.eq(lo_3 + (hi_3 << 16)),
+                             span.eq(lo_3 + (hi_3[:cut] << 16)),
+                             big.eq(hi_3[cut:].any()),
                              room_w.eq(room_w3), room_a.eq(room_a3), below_4.eq(below_3),
                              t_4.eq(t_next), rb_m1_4.eq(rb_m1)]
             with m.Elif(move[3]):
@@ -399,7 +406,7 @@ class _CommandCheck(wiring.Component):
                              # The last row ends past the window (or past the address
                              # space, which is outside anyway) iff the span exceeds
                              # the room.
-                             outside.eq(below_4 | (span > room_a) | (span > room_w)),
+                             outside.eq(below_4 | big | (span > room_a) | (span > room_w)),
                              bad.eq(_is_zero(st[3].rows) | _is_zero(st[3].row_bytes)),
                              t_5.eq(t_4), rb_m1_5.eq(rb_m1_4),
                              left.eq((rb_m1_4 >> sz) + 1 + t_4[sz]),

@@ -557,8 +557,12 @@ def test_span_of_long_strides(rng):
     h.read(base, 2, 16, 0x0002_0000)            # last row at base + 0x20000: past the end
     h.read(base, 3, 16, 0x0001_0010)            # last row at base + 0x20020: past the end
     h.write(base + 0x100, 5, 8, 0x0000_8001)    # last row at base + 0x20104: past the end
+    # Last rows at base + 2**34 + 1 and base + 2**35 + 16: past the address space,
+    # though the spans' low 34 bits alone would put them inside the window.
+    h.read(base, 6, 16, 0xCCCC_CCCD)
+    h.read(base, 17, 16, 0x8000_0001)
     simulate(dut, h, max_cycles=2000)
-    assert h.rd_dones == [DmaError.OUT_OF_WINDOW] * 2
+    assert h.rd_dones == [DmaError.OUT_OF_WINDOW] * 4
     assert h.wr_dones == [DmaError.OUT_OF_WINDOW]
     assert not h.ars and not h.aws
 
