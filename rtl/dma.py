@@ -866,8 +866,14 @@ class AxiDma(wiring.Component):
         with m.If(taken):
             m.d.sync += [out_valid.eq(sk_valid), sk_valid.eq(0)]
             with m.If(sk_valid):
-                m.d.sync += [out_data.eq(sk_data), out_last.eq(sk_last), out_err.eq(sk_err),
-                             out_bytes.eq(sk_bytes)]
+                m.d.sync += [out_last.eq(sk_last), out_err.eq(sk_err), out_bytes.eq(sk_bytes)]
+        # The data registers load whenever they are free, from the skid if it holds a
+        # beat, else from the realigner: only the valid bits (and the narrow fields)
+        # follow the realigner's decision, which so reaches no enable of the data.
+        with m.If(~out_valid | taken):
+            m.d.sync += out_data.eq(Mux(sk_valid, sk_data, beat_data))
+        with m.If(~sk_valid):
+            m.d.sync += sk_data.eq(beat_data)
 
         with m.If(mode):
             m.d.comb += [stg.r_en.eq(1), rowq.r_en.eq(1)]
@@ -884,18 +890,16 @@ class AxiDma(wiring.Component):
                 with m.If(emits):
                     # `go` left the skid empty: the beat goes to the output stage if that is
                     # free at the clock edge, else behind it.
-                    beat = (beat_data, cmd_end, _first(new_err, d.err),
+                    beat = (cmd_end, _first(new_err, d.err),
                             Mux(bus_row, Mux(last_out, d.tail + 1, nb), 0))
                     with m.If(out_valid & ~taken):
                         m.d.sync += [sk_valid.eq(1),
                                      *(r.eq(v) for r, v in zip(
-                                         (sk_data, sk_last, sk_err, sk_bytes), beat,
-                                         strict=True))]
+                                         (sk_last, sk_err, sk_bytes), beat, strict=True))]
                     with m.Else():
                         m.d.sync += [out_valid.eq(1),
                                      *(r.eq(v) for r, v in zip(
-                                         (out_data, out_last, out_err, out_bytes), beat,
-                                         strict=True))]
+                                         (out_last, out_err, out_bytes), beat, strict=True))]
                 with m.If(consumes):
                     m.d.sync += prev.eq(cur)
                 with m.If(last_out | none_row):
@@ -1057,14 +1061,18 @@ class AxiDma(wiring.Component):
             with m.If(burst_end):
                 m.d.comb += [bq.r_en.eq(1), cq.w_en.eq(1),
                              resp.last.eq(go_bus & row_last_bus & d.last)]
+        # The W register's data and strobes load whenever it is free, not on the W
+        # decision: without a beat `wvalid` is low and they do not matter, so the decision
+        # reaches only the strobes' value and not the data's enables. (Aborted bursts get
+        # no strobes and zero data.)
+        with m.If(w_free):
+            m.d.sync += [bus.wdata.eq(Mux(mode, 0, w_data)),
+                         bus.wstrb.eq(Mux(go_bus, w_strb, 0))]
         with m.If(go_bus):
-            m.d.sync += [bus.wdata.eq(w_data), bus.wstrb.eq(w_strb),
-                         prev.eq(Mux(row_last_bus, 0, cur)),
+            m.d.sync += [prev.eq(Mux(row_last_bus, 0, cur)),
                          *wi.step(restart=row_last_bus),
                          past_in.eq(~row_last_bus & (past_in | row_last_in))]
             m.d.comb += rowq.r_en.eq(row_last_bus)
-        with m.If(go_null):
-            m.d.sync += [bus.wdata.eq(0), bus.wstrb.eq(0)]
         with m.If(go_drop):
             m.d.sync += wi.step(restart=row_last_in)
             m.d.comb += rowq.r_en.eq(row_last_in)
