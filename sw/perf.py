@@ -38,12 +38,12 @@ class Timing:
 
     dram_read_latency: int = 8     #: AR accepted -> first R beat
     dram_write_latency: int = 2    #: last W beat -> B response
-    rd_first: int = 13             #: read command accepted -> first AR (check, issue)
+    rd_first: int = 14             #: read command accepted -> first AR (check, issue)
     rd_done: int = 0               #: last R beat -> completion seen by the client
     rd_gap: int = 1                #: idle address-channel cycles between commands
     wr_first: int = 7              #: write command accepted -> first W beat possible
-    wr_done: int = 17              #: B response -> completion seen by the store unit
-    load_issue: int = 6            #: LOAD taken -> DMA command accepted
+    wr_done: int = 18              #: B response -> completion seen by the store unit
+    load_issue: int = 7            #: LOAD taken -> DMA command accepted
     load_inflight: int = 8         #: LOADs in flight in the load unit
     fetch_issue: int = 1           #: fetch decided -> DMA command presented
     fetch_gap: int = 3             #: fetch completion -> next fetch may be decided
@@ -55,7 +55,7 @@ class Timing:
     w_first: int = 6               #: weight tile start -> first weight row in the array
     a_first: int = 4               #: MATMUL taken -> first activation row can enter
     commit: int = 4                #: last row out of the array -> readable, token pushed
-    st_first: int = 7              #: STORE taken -> first row into the write engine
+    st_first: int = 5              #: STORE taken -> first row into the write engine
     queue_depth: int = 4
     slice_depth: int = 2           #: instructions the register slice between a queue and
     #:                                its unit holds (a skid buffer) beyond the queue
