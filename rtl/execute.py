@@ -137,11 +137,11 @@ class OperandTermsPipeline:
 
 
 def _below(value, size: int) -> Value:
-    """``0 <= value < size``; for a power of two, a test of the high bits (no carry
-    chain)."""
-    if size & (size - 1) == 0 and not value.shape().signed:
+    """``value < size`` for an unsigned ``value`` (a negative sum's bits read as a large
+    number); for a power of two, a test of the high bits (no carry chain)."""
+    if size & (size - 1) == 0:
         return ~value[size.bit_length() - 1:].any()
-    return (value >= 0) & (value < size) if value.shape().signed else value < size
+    return value < size
 
 
 def _sums(config: AcceleratorConfig, payload) -> dict:
@@ -152,7 +152,7 @@ def _sums(config: AcceleratorConfig, payload) -> dict:
     terms = data.View(layout, payload[isa.INSN_BITS:][:layout.size])
     mm = data.View(isa.layout(isa.Opcode.MATMUL), word)
     lw = data.View(isa.layout(isa.Opcode.LOAD_W), word)
-    return {"lw_end": lw.sp_addr + terms.span,      # LOAD_W's last row + 1
+    return {"lw_end": lw.sp_addr + terms.span,      # LOAD_W: its last row
             "mm_a": mm.sp_addr + terms.a_last,      # MATMUL: its last step's first row
             "span": terms.span,
             # The last rows (negative for rows == 0 or an empty loop, which the
