@@ -251,12 +251,21 @@ def _row_setup(m: Module, cfg: DmaConfig, addr, lm, nout_m1, name: str):
     B`` and ``nout_m1`` stream beats minus one: ``(t, left, in_block)``, where ``t = addr %
     B + lm`` (its carry: the row spans one bus beat more than stream beats), ``left`` the
     row's bus beats and ``in_block`` the beats before the first max_burst boundary."""
-    s, mb = cfg.size_log2, cfg.max_burst
+    s = cfg.size_log2
     t = Signal(s + 1, name=f"{name}_t")
     m.d.comb += t.eq(addr[:s] + lm)
-    left = nout_m1 + 1 + t[s]
-    in_block = mb - addr[s:s + (mb - 1).bit_length()] if mb > 1 else 1
-    return t, left, in_block
+    return t, _bus_beats(nout_m1, t[s]), _block_beats(cfg, addr)
+
+
+def _bus_beats(nout_m1, extra):
+    """A row's bus beats: its stream beats, one more if it spans an extra bus beat."""
+    return nout_m1 + 1 + extra
+
+
+def _block_beats(cfg: DmaConfig, addr):
+    """Bus beats from ``addr`` to the next ``max_burst`` boundary."""
+    s, mb = cfg.size_log2, cfg.max_burst
+    return mb - addr[s:s + (mb - 1).bit_length()] if mb > 1 else 1
 
 
 class _RowIndex:
@@ -372,6 +381,8 @@ class _CommandCheck(wiring.Component):
         m.d.comb += t_next.eq(st[2].addr[:sz] + lm)
         left, in_block = Signal(cfg.row_beats_width), Signal(cfg.row_beats_width)
         rb_m1_4, rb_m1_5 = Signal(16), Signal(16)
+        nout5 = Signal(cfg.row_beats_width)
+        m.d.comb += nout5.eq(rb_m1_5 >> sz)
         with m.If(self.flush):
             m.d.sync += [v.eq(0) for v in valid] + [out.valid.eq(0)]
         with m.Else():
@@ -401,7 +412,6 @@ class _CommandCheck(wiring.Component):
             with m.Elif(move[3]):
                 m.d.sync += valid[3].eq(0)
             with m.If(move[3]):
-                mb = cfg.max_burst
                 m.d.sync += [st[4].eq(st[3]), valid[4].eq(1),
                              # The last row ends past the window (or past the address
                              # space, which is outside anyway) iff the span exceeds
@@ -409,15 +419,12 @@ class _CommandCheck(wiring.Component):
                              outside.eq(below_4 | big | (span > room_a) | (span > room_w)),
                              bad.eq(_is_zero(st[3].rows) | _is_zero(st[3].row_bytes)),
                              t_5.eq(t_4), rb_m1_5.eq(rb_m1_4),
-                             left.eq((rb_m1_4 >> sz) + 1 + t_4[sz]),
-                             in_block.eq(mb - st[3].addr[sz:sz + (mb - 1).bit_length()]
-                                         if mb > 1 else 1)]
+                             left.eq(_bus_beats(rb_m1_4 >> sz, t_4[sz])),
+                             in_block.eq(_block_beats(cfg, st[3].addr))]
             with m.Elif(move[4]):
                 m.d.sync += valid[4].eq(0)
             with m.If(move[4]):
                 p = out.payload
-                nout5 = Signal(cfg.row_beats_width)
-                m.d.comb += nout5.eq(rb_m1_5 >> sz)
                 m.d.sync += [
                     out.valid.eq(1),
                     p.addr.eq(last.addr), p.rows.eq(last.rows), p.row_bytes.eq(last.row_bytes),
